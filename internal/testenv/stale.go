@@ -1,0 +1,99 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// cleanStale tears down what runs that died left behind: their daemons
+// (started again over their state if needed, so their tasks can be
+// stopped through the API), CNI leases, netns files, mounts, postmasters,
+// bridges, directories; then ip_forward if no run is left.
+func cleanStale() {
+	unlock, err := lockRoot()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "testenv: stale cleanup: %v\n", err)
+		return
+	}
+	defer unlock()
+	entries, _ := os.ReadDir(Root)
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(Root, e.Name())
+		if _, alive := readStamp(filepath.Join(dir, "owner")); alive {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "testenv: cleaning up after a dead run in %s\n", dir)
+		if err := cleanRun(dir); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: %s: %v\n", dir, err)
+		}
+	}
+	if err := restoreIPForward(os.Getpid()); err != nil {
+		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
+	}
+}
+
+func cleanRun(dir string) error {
+	var n NetInfo
+	if b, err := os.ReadFile(filepath.Join(dir, "net")); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 3 {
+			n = NetInfo{Subnet: f[0], Bridge: f[1], Name: f[2], PluginDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
+				ConfDir: filepath.Join(dir, "cni", "net.d"), IPAMDir: filepath.Join(dir, "cni", "ipam")}
+		}
+	}
+	ctrdDir := filepath.Join(dir, "ctrd")
+	if _, err := os.Stat(filepath.Join(ctrdDir, "config.toml")); err == nil {
+		c := &Containerd{Dir: ctrdDir, Address: filepath.Join(ctrdDir, "c.sock")}
+		if b, err := os.ReadFile(filepath.Join(ctrdDir, "containerd.pid")); err == nil {
+			if _, alive := stampAlive(string(b)); alive {
+				c.stamp = string(b)
+			}
+		}
+		if c.stamp == "" {
+			bin, err := ContainerdBinDir()
+			if err == nil {
+				c, err = launchContainerd(ctrdDir, bin)
+			}
+			if err != nil {
+				return fmt.Errorf("restart its containerd: %w", err)
+			}
+		}
+		if err := c.sweepAll(n); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: sweep %s: %v\n", dir, err)
+		}
+		if err := c.stop(); err != nil {
+			return err
+		}
+	}
+	// Postmasters: the run's own and any test cluster under t/.
+	pids, _ := filepath.Glob(filepath.Join(dir, "pg", "postgres.pid"))
+	more, _ := filepath.Glob(filepath.Join(dir, "t", "*", "pg", "postgres.pid"))
+	for _, p := range append(pids, more...) {
+		if b, err := os.ReadFile(p); err == nil {
+			terminate(string(b), syscall.SIGINT, 20*time.Second)
+		}
+	}
+	unmountUnder(dir)
+	if n.Bridge != "" {
+		if err := deleteLink(n.Bridge); err != nil {
+			return err
+		}
+		removeCNICache(n.Name)
+	}
+	return os.RemoveAll(dir)
+}
+
+// removeRunDir is the last step of a run's own teardown.
+func removeRunDir(dir string) error {
+	unmountUnder(dir)
+	if left := mountsUnder(dir); len(left) > 0 {
+		return fmt.Errorf("mounts left under %s: %v", dir, left)
+	}
+	return os.RemoveAll(dir)
+}

@@ -1,0 +1,164 @@
+package runtime
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Runtime is everything control needs from the container runtime. All
+// methods take a bot name; the container id and snapshot keys are derived
+// from it.
+type Runtime interface {
+	// EnsureImage makes the configured image present and unpacked into the
+	// configured snapshotter: from the store, else imported from the
+	// configured archive, else pulled.
+	EnsureImage(ctx context.Context) (ImageInfo, error)
+
+	// Create makes the bot's container (not started). AlreadyExists if the
+	// bot has one; the existing container is never touched.
+	Create(ctx context.Context, spec BotSpec) (ContainerInfo, error)
+	// Container describes the bot's container; NotFound if there is none.
+	Container(ctx context.Context, bot string) (ContainerInfo, error)
+	// Containers lists every container carrying the memohfs.bot label.
+	Containers(ctx context.Context) ([]ContainerInfo, error)
+	// Delete removes the container, its rootfs and every snapshot of the
+	// bot. FailedPrecondition while the task runs.
+	Delete(ctx context.Context, bot string) error
+
+	// Start sets up the network and starts the task; a running task is left
+	// alone and described.
+	Start(ctx context.Context, bot string) (TaskInfo, error)
+	// Stop sends SIGTERM, waits up to grace, then SIGKILLs every process of
+	// the container; the task is deleted and the network released. Stopping
+	// a stopped bot releases leftovers and succeeds.
+	Stop(ctx context.Context, bot string, grace time.Duration) (TaskInfo, error)
+	// Task reads the state of the bot's own task.
+	Task(ctx context.Context, bot string) (TaskInfo, error)
+	// Exec runs a process in the running task and returns its exit code.
+	Exec(ctx context.Context, bot string, args []string, stdout, stderr io.Writer) (int, error)
+
+	// Snapshot takes a live snapshot of the bot's rootfs under name. The
+	// container keeps its own rootfs; a running task is paused only while
+	// the diff is taken (and opts.Frozen runs).
+	Snapshot(ctx context.Context, bot, name string, opts SnapshotOptions) (SnapshotInfo, error)
+	// Snapshots lists the bot's snapshots and the lineage of its rootfs.
+	Snapshots(ctx context.Context, bot string) ([]SnapshotInfo, error)
+	// RemoveSnapshot drops one named snapshot. FailedPrecondition while
+	// another snapshot or the rootfs is based on it.
+	RemoveSnapshot(ctx context.Context, bot, name string) error
+	// Restore points the bot's container at a fresh rootfs made from the
+	// named snapshot. FailedPrecondition while the task runs.
+	Restore(ctx context.Context, bot, name string) (ContainerInfo, error)
+
+	// Events streams task events of memohfs containers. The event channel
+	// closes when ctx ends or the subscription breaks; the error channel
+	// then says why (nil error after ctx ends).
+	Events(ctx context.Context) (<-chan Event, <-chan error)
+
+	Close() error
+}
+
+// BotSpec says what container to create for a bot.
+type BotSpec struct {
+	Bot     string
+	DataDir string            // absolute host dir, bind-mounted rw at /data
+	Args    []string          // process args; the image's when empty
+	Env     []string          // extra KEY=VALUE
+	Labels  map[string]string // extra container labels
+	// FromSnapshot creates the rootfs from this bot's named snapshot
+	// instead of from the image.
+	FromSnapshot string
+}
+
+// ImageInfo describes the bot image.
+type ImageInfo struct {
+	Name        string
+	Digest      string
+	Snapshotter string
+	Imported    bool // imported from the archive by this call
+}
+
+// ContainerInfo describes a bot's container.
+type ContainerInfo struct {
+	Bot         string
+	ID          string
+	Image       string
+	Snapshotter string
+	RootfsKey   string // the active snapshot the container runs on
+	DataDir     string
+	Labels      map[string]string
+	Created     time.Time
+	NetNS       string // pinned netns path while the network is up
+	IP          string
+}
+
+// TaskState is the state of a bot's task.
+type TaskState string
+
+const (
+	TaskNone    TaskState = "none" // no task: created or stopped and cleaned up
+	TaskCreated TaskState = "created"
+	TaskRunning TaskState = "running"
+	TaskPaused  TaskState = "paused"
+	TaskStopped TaskState = "stopped" // exited; the task entry still exists
+	TaskUnknown TaskState = "unknown"
+)
+
+// TaskInfo is the state of one bot's task.
+type TaskInfo struct {
+	Bot         string
+	ContainerID string
+	State       TaskState
+	Pid         uint32
+	ExitCode    uint32
+	ExitedAt    time.Time
+	HasExited   bool   // ExitCode and ExitedAt are meaningful
+	IP          string // set while the network is up
+}
+
+// SnapshotOptions tune a snapshot.
+type SnapshotOptions struct {
+	Labels map[string]string // extra labels (memohfs.* by convention)
+	// Frozen, when set, runs while the task is paused, after the rootfs
+	// diff is taken: the place to copy anything that must be captured at
+	// the same instant. An error aborts the snapshot.
+	Frozen func(ctx context.Context) error
+}
+
+// SnapshotInfo describes one snapshot in a bot's lineage.
+type SnapshotInfo struct {
+	Name    string // memohfs snapshot name; empty for image layers and the rootfs
+	Key     string // containerd snapshot key
+	Parent  string // parent key; empty at the bottom of the chain
+	Kind    string // committed | active | view
+	Created time.Time
+	Labels  map[string]string
+	// Role: "snapshot" (a named memohfs snapshot), "rootfs" (the container's
+	// active rootfs) or "image" (an image layer the rootfs builds on).
+	Role string
+	// Lineage lists parent keys from the nearest to the image base.
+	Lineage []string
+}
+
+// EventType names a task event.
+type EventType string
+
+const (
+	EventStart  EventType = "start"
+	EventExit   EventType = "exit"
+	EventOOM    EventType = "oom"
+	EventPaused EventType = "paused"
+	EventResume EventType = "resumed"
+	EventDelete EventType = "delete"
+)
+
+// Event is one task event of a bot's init process.
+type Event struct {
+	Type        EventType
+	Bot         string
+	ContainerID string
+	Pid         uint32
+	ExitCode    uint32
+	Time        time.Time
+}

@@ -1,0 +1,334 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/diff"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/rootfs"
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Snapshot takes a live snapshot of the bot's rootfs: pause the task, diff
+// the active rootfs against its parent, run opts.Frozen, resume; then apply
+// the diff onto a new snapshot of the same parent and commit it under the
+// bot's key for name. The container's own active snapshot is never
+// committed or moved.
+func (c *Containerd) Snapshot(ctx context.Context, bot, name string, opts SnapshotOptions) (SnapshotInfo, error) {
+	if err := checkSnapshot(name); err != nil {
+		return SnapshotInfo{}, err
+	}
+	ctx = c.ns(ctx)
+	ctr, err := c.load(ctx, bot)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	info, err := ctr.Info(ctx)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	sn := c.client.SnapshotService(info.Snapshotter)
+	key := snapKey(bot, name)
+	if _, err := sn.Stat(ctx, key); err == nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot %q of bot %q: %w", name, bot, errdefs.ErrAlreadyExists)
+	} else if !errdefs.IsNotFound(err) {
+		return SnapshotInfo{}, err
+	}
+	active, err := sn.Stat(ctx, info.SnapshotKey)
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("rootfs %s of bot %q: %w", info.SnapshotKey, bot, err)
+	}
+
+	// The lease holds the diff blob and the half-made snapshot until the
+	// commit labels it as a GC root.
+	ctx, done, err := c.client.WithLease(ctx, leases.WithExpiration(time.Hour))
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	defer done(context.WithoutCancel(ctx))
+
+	desc, err := c.frozenDiff(ctx, bot, ctr, info.SnapshotKey, sn, opts.Frozen)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+
+	tmp := applyKey(bot, generation())
+	mounts, err := sn.Prepare(ctx, tmp, active.Parent, snapshots.WithLabels(map[string]string{LabelBot: bot}))
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("prepare snapshot %q: %w", name, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			rctx, cancel := detach(ctx)
+			defer cancel()
+			if err := sn.Remove(rctx, tmp); err != nil && !errdefs.IsNotFound(err) {
+				slog.WarnContext(ctx, "remove unfinished snapshot", "key", tmp, "err", err)
+			}
+		}
+	}()
+	if _, err := c.client.DiffService().Apply(ctx, desc, mounts); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("apply rootfs diff for snapshot %q: %w", name, err)
+	}
+	now := time.Now().UTC()
+	labels := map[string]string{}
+	for k, v := range opts.Labels {
+		labels[k] = v
+	}
+	labels[labelGCRoot] = now.Format(time.RFC3339Nano)
+	labels[LabelBot] = bot
+	labels[LabelSnapshot] = name
+	labels[LabelCreated] = now.Format(time.RFC3339Nano)
+	if err := sn.Commit(ctx, key, tmp, snapshots.WithLabels(labels)); err != nil {
+		if errdefs.IsAlreadyExists(err) {
+			return SnapshotInfo{}, fmt.Errorf("snapshot %q of bot %q: %w", name, bot, errdefs.ErrAlreadyExists)
+		}
+		return SnapshotInfo{}, fmt.Errorf("commit snapshot %q: %w", name, err)
+	}
+	committed = true
+	return SnapshotInfo{
+		Name: name, Key: key, Parent: active.Parent, Kind: snapshots.KindCommitted.String(),
+		Created: now, Labels: labels, Role: "snapshot",
+	}, nil
+}
+
+// frozenDiff pauses a running task, diffs the rootfs, runs frozen and
+// resumes, whatever happens in between.
+func (c *Containerd) frozenDiff(ctx context.Context, bot string, ctr containerd.Container, activeKey string,
+	sn snapshots.Snapshotter, frozen func(context.Context) error) (desc ocispec.Descriptor, err error) {
+	task, err := ctr.Task(ctx, nil)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return desc, err
+	}
+	if task != nil {
+		st, err := task.Status(ctx)
+		if err != nil {
+			return desc, err
+		}
+		if st.Status == containerd.Running {
+			if err := task.Pause(ctx); err != nil {
+				return desc, fmt.Errorf("pause bot %q: %w", bot, err)
+			}
+			defer func() {
+				rctx, cancel := detach(ctx)
+				defer cancel()
+				if rerr := task.Resume(rctx); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("resume bot %q: %w", bot, rerr))
+				}
+			}()
+		}
+	}
+	desc, err = rootfs.CreateDiff(ctx, activeKey, sn, c.client.DiffService(),
+		diff.WithMediaType(ocispec.MediaTypeImageLayer))
+	if err != nil {
+		return desc, fmt.Errorf("diff rootfs of bot %q: %w", bot, err)
+	}
+	if frozen != nil {
+		if err := frozen(ctx); err != nil {
+			return desc, err
+		}
+	}
+	return desc, nil
+}
+
+// Snapshots lists the bot's named snapshots, its rootfs and the image
+// layers under them, each with its parent chain, oldest first.
+func (c *Containerd) Snapshots(ctx context.Context, bot string) ([]SnapshotInfo, error) {
+	if err := checkBot(bot); err != nil {
+		return nil, err
+	}
+	ctx = c.ns(ctx)
+	snapshotter, rootfsKey := c.cfg.Snapshotter, ""
+	if ctr, err := c.load(ctx, bot); err == nil {
+		info, err := ctr.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		snapshotter, rootfsKey = info.Snapshotter, info.SnapshotKey
+	} else if !errdefs.IsNotFound(err) {
+		return nil, err
+	}
+	sn := c.client.SnapshotService(snapshotter)
+	all := map[string]snapshots.Info{}
+	err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		all[info.Name] = info
+		return nil
+	}, `labels."`+LabelBot+`"==`+strconv.Quote(bot))
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots of bot %q: %w", bot, err)
+	}
+	// Follow parents out of the bot's own snapshots (into image layers).
+	lineage := func(key string) ([]string, error) {
+		var chain []string
+		seen := map[string]bool{key: true}
+		for p := all[key].Parent; p != ""; p = all[p].Parent {
+			if seen[p] {
+				return chain, fmt.Errorf("snapshot chain of %s loops at %s: %w", key, p, errdefs.ErrDataLoss)
+			}
+			seen[p] = true
+			if _, ok := all[p]; !ok {
+				info, err := sn.Stat(ctx, p)
+				if err != nil {
+					return chain, fmt.Errorf("parent %s of %s: %w", p, key, err)
+				}
+				all[p] = info
+			}
+			chain = append(chain, p)
+		}
+		return chain, nil
+	}
+	roles := map[string]string{}
+	for key, info := range all {
+		switch {
+		case key == rootfsKey:
+			roles[key] = "rootfs"
+		case info.Kind == snapshots.KindCommitted && snapNameOf(bot, key) != "":
+			roles[key] = "snapshot"
+		}
+	}
+	chains := map[string][]string{}
+	for _, key := range sortedKeys(roles) {
+		chain, err := lineage(key)
+		if err != nil {
+			return nil, err
+		}
+		chains[key] = chain
+		for i, p := range chain {
+			if _, ok := roles[p]; !ok && all[p].Labels[LabelBot] != bot {
+				roles[p] = "image"
+				chains[p] = chain[i+1:]
+			}
+		}
+	}
+	out := make([]SnapshotInfo, 0, len(roles))
+	for key, role := range roles {
+		info := all[key]
+		out = append(out, SnapshotInfo{
+			Name: snapNameOf(bot, key), Key: key, Parent: info.Parent, Kind: info.Kind.String(),
+			Created: info.Created, Labels: info.Labels, Role: role, Lineage: chains[key],
+		})
+	}
+	// Image layers first, base up; then the bot's own by creation time.
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if (a.Role == "image") != (b.Role == "image") {
+			return a.Role == "image"
+		}
+		if a.Role == "image" && len(a.Lineage) != len(b.Lineage) {
+			return len(a.Lineage) < len(b.Lineage)
+		}
+		if !a.Created.Equal(b.Created) {
+			return a.Created.Before(b.Created)
+		}
+		return a.Key < b.Key
+	})
+	return out, nil
+}
+
+// RemoveSnapshot drops the bot's snapshot name.
+func (c *Containerd) RemoveSnapshot(ctx context.Context, bot, name string) error {
+	if err := checkBot(bot); err != nil {
+		return err
+	}
+	if err := checkSnapshot(name); err != nil {
+		return err
+	}
+	ctx = c.ns(ctx)
+	sn := c.client.SnapshotService(c.cfg.Snapshotter)
+	key := snapKey(bot, name)
+	if _, err := sn.Stat(ctx, key); err != nil {
+		return fmt.Errorf("snapshot %q of bot %q: %w", name, bot, err)
+	}
+	var children []string
+	err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		children = append(children, info.Name)
+		return nil
+	}, `parent==`+strconv.Quote(key))
+	if err != nil {
+		return err
+	}
+	if len(children) > 0 {
+		return fmt.Errorf("snapshot %q of bot %q is the base of %v: %w", name, bot, children, errdefs.ErrFailedPrecondition)
+	}
+	if err := sn.Remove(ctx, key); err != nil {
+		return fmt.Errorf("remove snapshot %q of bot %q: %w", name, bot, err)
+	}
+	return nil
+}
+
+// Restore gives the bot's (stopped) container a fresh rootfs made from the
+// named snapshot. The old rootfs is removed only after the container points
+// at the new one, so the container is never without a rootfs.
+func (c *Containerd) Restore(ctx context.Context, bot, name string) (ContainerInfo, error) {
+	if err := checkSnapshot(name); err != nil {
+		return ContainerInfo{}, err
+	}
+	ctx = c.ns(ctx)
+	ctr, err := c.load(ctx, bot)
+	if err != nil {
+		return ContainerInfo{}, err
+	}
+	if task, err := ctr.Task(ctx, nil); err == nil {
+		st, err := task.Status(ctx)
+		if err != nil {
+			return ContainerInfo{}, err
+		}
+		if st.Status != containerd.Stopped && st.Status != containerd.Created {
+			return ContainerInfo{}, fmt.Errorf("bot %q is %s: stop it before restoring: %w", bot, st.Status, errdefs.ErrFailedPrecondition)
+		}
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return ContainerInfo{}, err
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return ContainerInfo{}, err
+	}
+	info, err := ctr.Info(ctx)
+	if err != nil {
+		return ContainerInfo{}, err
+	}
+	sn := c.client.SnapshotService(info.Snapshotter)
+	from := snapKey(bot, name)
+	if _, err := sn.Stat(ctx, from); err != nil {
+		return ContainerInfo{}, fmt.Errorf("snapshot %q of bot %q: %w", name, bot, err)
+	}
+	ctx, done, err := c.client.WithLease(ctx)
+	if err != nil {
+		return ContainerInfo{}, err
+	}
+	defer done(context.WithoutCancel(ctx))
+	newKey := activeKey(bot, generation())
+	if _, err := sn.Prepare(ctx, newKey, from, snapshots.WithLabels(map[string]string{LabelBot: bot})); err != nil {
+		return ContainerInfo{}, fmt.Errorf("prepare rootfs from snapshot %q: %w", name, err)
+	}
+	if err := ctr.Update(ctx, func(_ context.Context, _ *containerd.Client, r *containers.Container) error {
+		r.SnapshotKey = newKey
+		return nil
+	}); err != nil {
+		rctx, cancel := detach(ctx)
+		defer cancel()
+		_ = sn.Remove(rctx, newKey)
+		return ContainerInfo{}, fmt.Errorf("point bot %q at the restored rootfs: %w", bot, err)
+	}
+	if old := info.SnapshotKey; old != "" && old != newKey {
+		if err := sn.Remove(ctx, old); err != nil && !errdefs.IsNotFound(err) {
+			// The container is restored; the old rootfs stays labelled
+			// with the bot and goes when the bot is deleted.
+			slog.WarnContext(ctx, "remove replaced rootfs", "bot", bot, "key", old, "err", err)
+		}
+	}
+	info, err = ctr.Info(ctx)
+	if err != nil {
+		return ContainerInfo{}, err
+	}
+	return containerInfo(info), nil
+}
