@@ -129,4 +129,3 @@ func netnsFiles(cfg runtime.Config) []string {
 	}
 	return out
 }
-

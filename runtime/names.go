@@ -65,10 +65,10 @@ func BotOf(containerID string) string {
 
 // snapshot keys: committed snapshots, active rootfs generations and
 // temporary apply targets live under the bot's own prefix.
-func snapKey(bot, name string) string     { return "memohfs/" + bot + "/snap/" + name }
-func activeKey(bot, gen string) string    { return "memohfs/" + bot + "/active/" + gen }
-func applyKey(bot, gen string) string     { return "memohfs/" + bot + "/apply/" + gen }
-func botKeyPrefix(bot string) string      { return "memohfs/" + bot + "/" }
+func snapKey(bot, name string) string  { return "memohfs/" + bot + "/snap/" + name }
+func activeKey(bot, gen string) string { return "memohfs/" + bot + "/active/" + gen }
+func applyKey(bot, gen string) string  { return "memohfs/" + bot + "/apply/" + gen }
+func botKeyPrefix(bot string) string   { return "memohfs/" + bot + "/" }
 func snapNameOf(bot, key string) string {
 	name, ok := strings.CutPrefix(key, "memohfs/"+bot+"/snap/")
 	if !ok {

@@ -124,7 +124,7 @@ func Write(w io.Writer, opts Options) (Result, error) {
 	mdesc := descriptor("application/vnd.oci.image.manifest.v1+json", manifestJSON)
 	mdesc["platform"] = map[string]string{"architecture": opts.Arch, "os": "linux"}
 	mdesc["annotations"] = map[string]string{
-		"io.containerd.image.name":         opts.Name,
+		"io.containerd.image.name":          opts.Name,
 		"org.opencontainers.image.ref.name": tag,
 	}
 	index := map[string]any{
