@@ -23,7 +23,8 @@ import (
 // Create makes the bot's container. The rootfs is a fresh active snapshot
 // on top of the image (or of one of the bot's snapshots); an existing
 // container of the bot is never touched.
-func (c *Containerd) Create(ctx context.Context, spec BotSpec) (ContainerInfo, error) {
+func (c *Containerd) Create(ctx context.Context, spec BotSpec) (_ ContainerInfo, err error) {
+	defer native(&err)
 	if err := checkBot(spec.Bot); err != nil {
 		return ContainerInfo{}, err
 	}
@@ -151,7 +152,8 @@ func (c *Containerd) specOpts(img containerd.Image, spec BotSpec) []oci.SpecOpts
 }
 
 // Container describes the bot's container.
-func (c *Containerd) Container(ctx context.Context, bot string) (ContainerInfo, error) {
+func (c *Containerd) Container(ctx context.Context, bot string) (_ ContainerInfo, err error) {
+	defer native(&err)
 	ctx = c.ns(ctx)
 	ctr, err := c.load(ctx, bot)
 	if err != nil {
@@ -165,7 +167,8 @@ func (c *Containerd) Container(ctx context.Context, bot string) (ContainerInfo, 
 }
 
 // Containers lists every container labelled with a bot.
-func (c *Containerd) Containers(ctx context.Context) ([]ContainerInfo, error) {
+func (c *Containerd) Containers(ctx context.Context) (_ []ContainerInfo, err error) {
+	defer native(&err)
 	ctx = c.ns(ctx)
 	list, err := c.client.ContainerService().List(ctx, `labels."`+LabelBot+`"`)
 	if err != nil {
@@ -196,7 +199,8 @@ func containerInfo(info containers.Container) ContainerInfo {
 // Delete removes the bot's container, its rootfs and all of its snapshots.
 // It is idempotent: what a failed earlier Delete left behind is removed;
 // NotFound only when there was nothing at all.
-func (c *Containerd) Delete(ctx context.Context, bot string) error {
+func (c *Containerd) Delete(ctx context.Context, bot string) (err error) {
+	defer native(&err)
 	ctx = c.ns(ctx)
 	ctr, err := c.load(ctx, bot)
 	found := err == nil

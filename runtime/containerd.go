@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -11,6 +12,8 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"google.golang.org/grpc/status"
 )
 
 // Containerd implements Runtime over a containerd v2 daemon and go-cni.
@@ -49,7 +52,8 @@ func (c *Containerd) Config() Config { return c.cfg }
 func (c *Containerd) Client() *containerd.Client { return c.client }
 
 // Version returns the daemon's version; Unavailable if it does not answer.
-func (c *Containerd) Version(ctx context.Context) (string, error) {
+func (c *Containerd) Version(ctx context.Context) (_ string, err error) {
+	defer native(&err)
 	v, err := c.client.Version(c.ns(ctx))
 	if err != nil {
 		return "", fmt.Errorf("containerd %s: %w", c.cfg.Address, err)
@@ -91,4 +95,36 @@ func generation() string {
 // change).
 func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+}
+
+// classified keeps an error's text and adds the errdefs class of a raw
+// gRPC status found inside it (a few client calls return those
+// unconverted).
+type classified struct {
+	err   error
+	class error
+}
+
+func (e classified) Error() string   { return e.err.Error() }
+func (e classified) Unwrap() []error { return []error{e.err, e.class} }
+
+// native classifies *errp in place; use as `defer native(&err)` in every
+// exported method.
+func native(errp *error) {
+	err := *errp
+	if err == nil {
+		return
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
+		return
+	}
+	cls := errgrpc.ToNative(se.(error))
+	for _, is := range []func(error) bool{errdefs.IsNotFound, errdefs.IsAlreadyExists, errdefs.IsFailedPrecondition,
+		errdefs.IsInvalidArgument, errdefs.IsUnavailable, errdefs.IsCanceled, errdefs.IsDeadlineExceeded} {
+		if is(err) {
+			return // already classified
+		}
+	}
+	*errp = classified{err: err, class: cls}
 }

@@ -41,7 +41,9 @@ func (c *Containerd) Events(ctx context.Context) (<-chan Event, <-chan error) {
 				if ctx.Err() != nil {
 					errc <- nil
 				} else {
-					errc <- fmt.Errorf("event stream: %w", err)
+					err = fmt.Errorf("event stream: %w", err)
+					native(&err)
+					errc <- err
 				}
 				return
 			case <-ctx.Done():

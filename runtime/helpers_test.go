@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/memohfs/memohfs/internal/testenv"
 	"github.com/memohfs/memohfs/runtime"
@@ -129,3 +131,9 @@ func netnsFiles(cfg runtime.Config) []string {
 	}
 	return out
 }
+
+func namespacesCtx(f *fixture) context.Context {
+	return namespaces.WithNamespace(f.ctx, f.cfg.Namespace)
+}
+
+func withKill() containerd.ProcessDeleteOpts { return containerd.WithProcessKill }

@@ -13,7 +13,8 @@ import (
 )
 
 // EnsureImage makes the configured image present and unpacked.
-func (c *Containerd) EnsureImage(ctx context.Context) (ImageInfo, error) {
+func (c *Containerd) EnsureImage(ctx context.Context) (_ ImageInfo, err error) {
+	defer native(&err)
 	ctx = c.ns(ctx)
 	ref := c.cfg.Image
 	info := ImageInfo{Name: ref, Snapshotter: c.cfg.Snapshotter}

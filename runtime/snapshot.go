@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -24,7 +25,8 @@ import (
 // the diff onto a new snapshot of the same parent and commit it under the
 // bot's key for name. The container's own active snapshot is never
 // committed or moved.
-func (c *Containerd) Snapshot(ctx context.Context, bot, name string, opts SnapshotOptions) (SnapshotInfo, error) {
+func (c *Containerd) Snapshot(ctx context.Context, bot, name string, opts SnapshotOptions) (_ SnapshotInfo, err error) {
+	defer native(&err)
 	if err := checkSnapshot(name); err != nil {
 		return SnapshotInfo{}, err
 	}
@@ -96,9 +98,18 @@ func (c *Containerd) Snapshot(ctx context.Context, bot, name string, opts Snapsh
 		return SnapshotInfo{}, fmt.Errorf("commit snapshot %q: %w", name, err)
 	}
 	committed = true
+	var lineage []string
+	for p := active.Parent; p != "" && len(lineage) < 1000; {
+		lineage = append(lineage, p)
+		info, err := sn.Stat(ctx, p)
+		if err != nil {
+			break
+		}
+		p = info.Parent
+	}
 	return SnapshotInfo{
-		Name: name, Key: key, Parent: active.Parent, Kind: snapshots.KindCommitted.String(),
-		Created: now, Labels: labels, Role: "snapshot",
+		Name: name, Key: key, Parent: active.Parent, Kind: kindName(snapshots.KindCommitted),
+		Created: now, Labels: labels, Role: "snapshot", Lineage: lineage,
 	}, nil
 }
 
@@ -143,7 +154,8 @@ func (c *Containerd) frozenDiff(ctx context.Context, bot string, ctr containerd.
 
 // Snapshots lists the bot's named snapshots, its rootfs and the image
 // layers under them, each with its parent chain, oldest first.
-func (c *Containerd) Snapshots(ctx context.Context, bot string) ([]SnapshotInfo, error) {
+func (c *Containerd) Snapshots(ctx context.Context, bot string) (_ []SnapshotInfo, err error) {
+	defer native(&err)
 	if err := checkBot(bot); err != nil {
 		return nil, err
 	}
@@ -160,7 +172,7 @@ func (c *Containerd) Snapshots(ctx context.Context, bot string) ([]SnapshotInfo,
 	}
 	sn := c.client.SnapshotService(snapshotter)
 	all := map[string]snapshots.Info{}
-	err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		all[info.Name] = info
 		return nil
 	}, `labels."`+LabelBot+`"==`+strconv.Quote(bot))
@@ -214,7 +226,7 @@ func (c *Containerd) Snapshots(ctx context.Context, bot string) ([]SnapshotInfo,
 	for key, role := range roles {
 		info := all[key]
 		out = append(out, SnapshotInfo{
-			Name: snapNameOf(bot, key), Key: key, Parent: info.Parent, Kind: info.Kind.String(),
+			Name: snapNameOf(bot, key), Key: key, Parent: info.Parent, Kind: kindName(info.Kind),
 			Created: info.Created, Labels: info.Labels, Role: role, Lineage: chains[key],
 		})
 	}
@@ -236,7 +248,8 @@ func (c *Containerd) Snapshots(ctx context.Context, bot string) ([]SnapshotInfo,
 }
 
 // RemoveSnapshot drops the bot's snapshot name.
-func (c *Containerd) RemoveSnapshot(ctx context.Context, bot, name string) error {
+func (c *Containerd) RemoveSnapshot(ctx context.Context, bot, name string) (err error) {
+	defer native(&err)
 	if err := checkBot(bot); err != nil {
 		return err
 	}
@@ -250,7 +263,7 @@ func (c *Containerd) RemoveSnapshot(ctx context.Context, bot, name string) error
 		return fmt.Errorf("snapshot %q of bot %q: %w", name, bot, err)
 	}
 	var children []string
-	err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		children = append(children, info.Name)
 		return nil
 	}, `parent==`+strconv.Quote(key))
@@ -269,7 +282,8 @@ func (c *Containerd) RemoveSnapshot(ctx context.Context, bot, name string) error
 // Restore gives the bot's (stopped) container a fresh rootfs made from the
 // named snapshot. The old rootfs is removed only after the container points
 // at the new one, so the container is never without a rootfs.
-func (c *Containerd) Restore(ctx context.Context, bot, name string) (ContainerInfo, error) {
+func (c *Containerd) Restore(ctx context.Context, bot, name string) (_ ContainerInfo, err error) {
+	defer native(&err)
 	if err := checkSnapshot(name); err != nil {
 		return ContainerInfo{}, err
 	}
@@ -277,6 +291,15 @@ func (c *Containerd) Restore(ctx context.Context, bot, name string) (ContainerIn
 	ctr, err := c.load(ctx, bot)
 	if err != nil {
 		return ContainerInfo{}, err
+	}
+	info, err := ctr.Info(ctx)
+	if err != nil {
+		return ContainerInfo{}, err
+	}
+	sn := c.client.SnapshotService(info.Snapshotter)
+	from := snapKey(bot, name)
+	if _, err := sn.Stat(ctx, from); err != nil {
+		return ContainerInfo{}, fmt.Errorf("snapshot %q of bot %q: %w", name, bot, err)
 	}
 	if task, err := ctr.Task(ctx, nil); err == nil {
 		st, err := task.Status(ctx)
@@ -291,15 +314,6 @@ func (c *Containerd) Restore(ctx context.Context, bot, name string) (ContainerIn
 		}
 	} else if !errdefs.IsNotFound(err) {
 		return ContainerInfo{}, err
-	}
-	info, err := ctr.Info(ctx)
-	if err != nil {
-		return ContainerInfo{}, err
-	}
-	sn := c.client.SnapshotService(info.Snapshotter)
-	from := snapKey(bot, name)
-	if _, err := sn.Stat(ctx, from); err != nil {
-		return ContainerInfo{}, fmt.Errorf("snapshot %q of bot %q: %w", name, bot, err)
 	}
 	ctx, done, err := c.client.WithLease(ctx)
 	if err != nil {
@@ -332,3 +346,5 @@ func (c *Containerd) Restore(ctx context.Context, bot, name string) (ContainerIn
 	}
 	return containerInfo(info), nil
 }
+
+func kindName(k snapshots.Kind) string { return strings.ToLower(k.String()) }

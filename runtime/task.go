@@ -25,6 +25,7 @@ const killTimeout = 15 * time.Second
 // bridge. A running (or paused) task is left alone. Anything Start sets up
 // is undone if a later step fails.
 func (c *Containerd) Start(ctx context.Context, bot string) (_ TaskInfo, err error) {
+	defer native(&err)
 	ctx = c.ns(ctx)
 	ctr, err := c.load(ctx, bot)
 	if err != nil {
@@ -138,7 +139,8 @@ func (c *Containerd) releaseNetwork(ctx context.Context, ctr containerd.Containe
 
 // Stop stops the bot's task: SIGTERM, up to grace, then SIGKILL to every
 // process in the container. The task is deleted and the network released.
-func (c *Containerd) Stop(ctx context.Context, bot string, grace time.Duration) (TaskInfo, error) {
+func (c *Containerd) Stop(ctx context.Context, bot string, grace time.Duration) (_ TaskInfo, err error) {
+	defer native(&err)
 	ctx = c.ns(ctx)
 	ctr, err := c.load(ctx, bot)
 	if err != nil {
@@ -211,7 +213,8 @@ func stopTask(ctx context.Context, task containerd.Task, grace time.Duration) (*
 }
 
 // Task reads the state of the bot's own task, by its container.
-func (c *Containerd) Task(ctx context.Context, bot string) (TaskInfo, error) {
+func (c *Containerd) Task(ctx context.Context, bot string) (_ TaskInfo, err error) {
+	defer native(&err)
 	ctx = c.ns(ctx)
 	ctr, err := c.load(ctx, bot)
 	if err != nil {
@@ -256,7 +259,8 @@ func (c *Containerd) Task(ctx context.Context, bot string) (TaskInfo, error) {
 
 // Exec runs args in the bot's running task, with its own FIFOs under the
 // configured FIFO dir, and returns the exit code.
-func (c *Containerd) Exec(ctx context.Context, bot string, args []string, stdout, stderr io.Writer) (int, error) {
+func (c *Containerd) Exec(ctx context.Context, bot string, args []string, stdout, stderr io.Writer) (_ int, err error) {
+	defer native(&err)
 	if len(args) == 0 {
 		return -1, fmt.Errorf("exec: no command: %w", errdefs.ErrInvalidArgument)
 	}

@@ -1,0 +1,144 @@
+package testenv
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/memohfs/memohfs/runtime"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("TESTENV_ORPHAN") == "1" {
+		orphanMain()
+		return
+	}
+	Main(m, Needs{Containerd: true, Postgres: true})
+}
+
+type orphan struct {
+	Dir, Bridge                  string
+	Containerd, Postgres, Task   int
+	ContainerdStamp, TaskStamp   string
+	PostgresStamp, NetNS, Subnet string
+}
+
+// orphanMain sets up a stack, starts a bot on it and dies by SIGKILL,
+// leaving everything running, as a test binary killed by a timeout would.
+func orphanMain() {
+	fail := func(err error) {
+		os.Stderr.WriteString("orphan: " + err.Error() + "\n")
+		os.Exit(3)
+	}
+	e, err := setup(Needs{Containerd: true, Postgres: true})
+	if err != nil {
+		fail(err)
+	}
+	state := filepath.Join(e.Dir, "t", "orphan")
+	data := filepath.Join(state, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		fail(err)
+	}
+	rt, err := runtime.New(runtime.Config{Address: e.Containerd.Address, Namespace: "orphan",
+		ImageArchive: e.ImageArchive, StateDir: state, Network: e.Net.Config()})
+	if err != nil {
+		fail(err)
+	}
+	ctx := context.Background()
+	if _, err := rt.EnsureImage(ctx); err != nil {
+		fail(err)
+	}
+	if _, err := rt.Create(ctx, runtime.BotSpec{Bot: "orphan", DataDir: data}); err != nil {
+		fail(err)
+	}
+	ti, err := rt.Start(ctx, "orphan")
+	if err != nil {
+		fail(err)
+	}
+	c, _ := rt.Container(ctx, "orphan")
+	pgPid, _ := stampAlive(e.Postgres.stamp)
+	out, _ := json.Marshal(orphan{
+		Dir: e.Dir, Bridge: e.Net.Bridge, Subnet: e.Net.Subnet,
+		Containerd: e.Containerd.Pid(), ContainerdStamp: e.Containerd.stamp,
+		Postgres: pgPid, PostgresStamp: e.Postgres.stamp,
+		Task: int(ti.Pid), TaskStamp: ownerStamp(int(ti.Pid)), NetNS: c.NetNS,
+	})
+	os.Stdout.Write(append(out, '\n'))
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+}
+
+// TestStaleRunCleanup: a run that died with its daemons, a running bot, a
+// netns, a lease and a bridge is cleaned up completely by the next run.
+func TestStaleRunCleanup(t *testing.T) {
+	Get(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "TESTENV_ORPHAN=1")
+	cmd.Stderr = os.Stderr
+	out, _ := cmd.Output()
+	var o orphan
+	if err := json.Unmarshal(out, &o); err != nil {
+		t.Fatalf("orphan output %q: %v", out, err)
+	}
+	for name, stamp := range map[string]string{"containerd": o.ContainerdStamp, "postgres": o.PostgresStamp, "task": o.TaskStamp} {
+		if _, ok := stampAlive(stamp); !ok {
+			t.Fatalf("the orphan's %s is not running; the test proves nothing", name)
+		}
+	}
+	if _, err := net.InterfaceByName(o.Bridge); err != nil {
+		t.Fatalf("orphan bridge %s missing: %v", o.Bridge, err)
+	}
+	if len(mountsUnder(o.Dir)) == 0 {
+		t.Fatal("the orphan left no mounts; the test proves nothing")
+	}
+
+	cleanStale()
+
+	for name, stamp := range map[string]string{"containerd": o.ContainerdStamp, "postgres": o.PostgresStamp, "task": o.TaskStamp} {
+		if !waitGone(stamp, 5*time.Second) {
+			t.Errorf("the orphan's %s still runs after cleanup", name)
+		}
+	}
+	if _, err := net.InterfaceByName(o.Bridge); err == nil {
+		t.Errorf("bridge %s left", o.Bridge)
+	}
+	if m := mountsUnder(o.Dir); len(m) > 0 {
+		t.Errorf("mounts left: %v", m)
+	}
+	if _, err := os.Stat(o.Dir); !os.IsNotExist(err) {
+		t.Errorf("run dir %s left: %v", o.Dir, err)
+	}
+	if _, err := os.Stat(o.NetNS); !os.IsNotExist(err) {
+		t.Errorf("netns %s left: %v", o.NetNS, err)
+	}
+}
+
+func TestStamp(t *testing.T) {
+	s := ownerStamp(os.Getpid())
+	if pid, ok := stampAlive(s); !ok || pid != os.Getpid() {
+		t.Fatalf("own stamp %q not alive", s)
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := stampAlive(ownerStamp(cmd.Process.Pid)); ok {
+		t.Fatal("an exited process reads as alive")
+	}
+	if _, ok := stampAlive("1 0"); ok {
+		t.Fatal("pid 1 with a wrong start time reads as alive")
+	}
+}
+
+func TestDatabaseIsolated(t *testing.T) {
+	e := Get(t)
+	a, b := e.Database(t), e.Database(t)
+	if a == b {
+		t.Fatalf("two tests share database %s", a)
+	}
+}

@@ -1,0 +1,235 @@
+package runtime_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/memohfs/memohfs/runtime"
+	"github.com/memohfs/memohfs/runtime/ociimage"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// TestLiveSnapshot snapshots a running bot: it keeps running on its own
+// rootfs, and a second container made from the snapshot sees what was
+// written before it and nothing written after.
+func TestLiveSnapshot(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	_, data := f.bot("snappy", `echo before > /root/marker; echo ok > /data/ready; `+loop)
+	ti := f.start("snappy")
+	waitFile(t, filepath.Join(data, "ready"), 10*time.Second)
+	before, _ := f.rt.Container(f.ctx, "snappy")
+
+	var frozenState runtime.TaskState
+	snap, err := f.rt.Snapshot(f.ctx, "snappy", "s1", runtime.SnapshotOptions{
+		Labels: map[string]string{"memohfs.source": "manual"},
+		Frozen: func(ctx context.Context) error {
+			st, err := f.rt.Task(ctx, "snappy")
+			frozenState = st.State
+			return err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if frozenState != runtime.TaskPaused {
+		t.Fatalf("Frozen ran while the task was %q, want paused", frozenState)
+	}
+	if snap.Name != "s1" || snap.Kind != "committed" || snap.Labels["containerd.io/gc.root"] == "" ||
+		snap.Labels[runtime.LabelBot] != "snappy" || snap.Labels["memohfs.source"] != "manual" {
+		t.Fatalf("snapshot info: %+v", snap)
+	}
+
+	// The bot runs on, on the same rootfs, and its rootfs still works.
+	after, err := f.rt.Task(f.ctx, "snappy")
+	if err != nil || after.State != runtime.TaskRunning || after.Pid != ti.Pid {
+		t.Fatalf("task after snapshot: %+v %v", after, err)
+	}
+	if c, _ := f.rt.Container(f.ctx, "snappy"); c.RootfsKey != before.RootfsKey {
+		t.Fatalf("rootfs moved: %s -> %s", before.RootfsKey, c.RootfsKey)
+	}
+	if out, code := f.exec("snappy", "sh", "-c", "cat /root/marker && echo later > /root/after && cat /root/after"); code != 0 || out != "before\nlater\n" {
+		t.Fatalf("rootfs after snapshot: %d %q", code, out)
+	}
+
+	_, err = f.rt.Snapshot(f.ctx, "snappy", "s1", runtime.SnapshotOptions{})
+	wantClass(t, err, "already exists")
+
+	// Lineage: s1 and the rootfs share the image's top layer as parent.
+	list, err := f.rt.Snapshots(f.ctx, "snappy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]runtime.SnapshotInfo{}
+	for _, s := range list {
+		roles[s.Role+":"+s.Name] = s
+	}
+	s1, rootfs, img := roles["snapshot:s1"], roles["rootfs:"], roles["image:"]
+	if s1.Key == "" || rootfs.Key != before.RootfsKey || img.Key == "" {
+		t.Fatalf("snapshots: %+v", list)
+	}
+	if s1.Parent != img.Key || rootfs.Parent != img.Key || len(s1.Lineage) == 0 || s1.Lineage[len(s1.Lineage)-1] != img.Key {
+		t.Fatalf("lineage: s1=%+v rootfs=%+v image=%+v", s1, rootfs, img)
+	}
+	if list[0].Role != "image" {
+		t.Fatalf("image layers come first: %+v", list)
+	}
+
+	// A second container booted from the snapshot.
+	out := bootFromSnapshot(t, f, snap.Key, "cat /root/marker; test -e /root/after && echo leaked")
+	if out != "before\n" {
+		t.Fatalf("second container from s1 saw %q", out)
+	}
+	if _, err := f.rt.Stop(f.ctx, "snappy", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bootFromSnapshot runs script in a plain container (not a bot) on a fresh
+// rootfs prepared from a committed snapshot and returns what it wrote.
+func bootFromSnapshot(t *testing.T, f *fixture, key, script string) string {
+	t.Helper()
+	ctx := namespaces.WithNamespace(f.ctx, f.cfg.Namespace)
+	client := f.rt.Client()
+	img, err := client.GetImage(ctx, ociimage.DefaultName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(f.env.TempDir(t), "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sn := client.SnapshotService("overlayfs")
+	if _, err := sn.Prepare(ctx, "probe-from-"+key, key, snapshots.WithLabels(map[string]string{"test": "1"})); err != nil {
+		t.Fatal(err)
+	}
+	ctr, err := client.NewContainer(ctx, "probe-from-snapshot",
+		containerd.WithSnapshotter("overlayfs"), containerd.WithSnapshot("probe-from-"+key),
+		containerd.WithRuntime("io.containerd.runc.v2", nil),
+		containerd.WithNewSpec(oci.WithImageConfig(img),
+			oci.WithProcessArgs("/bin/sh", "-c", "("+script+") > /out/result 2>&1"),
+			oci.WithMounts([]specs.Mount{{Type: "bind", Source: out, Destination: "/out", Options: []string{"rbind", "rw"}}})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+	task, err := ctr.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer task.Delete(ctx, containerd.WithProcessKill)
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("container from snapshot did not finish")
+	}
+	b, err := os.ReadFile(filepath.Join(out, "result"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestRestore puts a bot's rootfs back to a snapshot.
+func TestRestore(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	_, data := f.bot("phoenix", `test -e /root/marker || echo v1 > /root/marker; echo ok > /data/ready; `+loop)
+	f.start("phoenix")
+	waitFile(t, filepath.Join(data, "ready"), 10*time.Second)
+	if _, err := f.rt.Snapshot(f.ctx, "phoenix", "good", runtime.SnapshotOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := f.exec("phoenix", "sh", "-c", "echo v2 > /root/marker; rm /bin/vi"); code != 0 {
+		t.Fatalf("damage rootfs: %s", out)
+	}
+
+	_, err := f.rt.Restore(f.ctx, "phoenix", "good")
+	wantClass(t, err, "failed precondition") // running
+	_, err = f.rt.Restore(f.ctx, "phoenix", "nope")
+	wantClass(t, err, "not found")
+
+	if _, err := f.rt.Stop(f.ctx, "phoenix", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := f.rt.Container(f.ctx, "phoenix")
+	restored, err := f.rt.Restore(f.ctx, "phoenix", "good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if restored.RootfsKey == old.RootfsKey || restored.RootfsKey == "" {
+		t.Fatalf("rootfs key after restore: %s (was %s)", restored.RootfsKey, old.RootfsKey)
+	}
+	ctx := namespaces.WithNamespace(f.ctx, f.cfg.Namespace)
+	sn := f.rt.Client().SnapshotService("overlayfs")
+	if _, err := sn.Stat(ctx, old.RootfsKey); err == nil {
+		t.Fatalf("old rootfs %s still there", old.RootfsKey)
+	}
+	os.Remove(filepath.Join(data, "ready"))
+	f.start("phoenix")
+	waitFile(t, filepath.Join(data, "ready"), 10*time.Second)
+	if out, code := f.exec("phoenix", "sh", "-c", "cat /root/marker; test -e /bin/vi && echo vi"); code != 0 || out != "v1\nvi\n" {
+		t.Fatalf("after restore: %d %q", code, out)
+	}
+
+	list, err := f.rt.Snapshots(f.ctx, "phoenix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var good runtime.SnapshotInfo
+	for _, s := range list {
+		if s.Name == "good" {
+			good = s
+		}
+	}
+	for _, s := range list {
+		if s.Role == "rootfs" && (s.Parent != good.Key || s.Lineage[0] != good.Key) {
+			t.Fatalf("restored rootfs should build on %s: %+v", good.Key, s)
+		}
+	}
+
+	// A snapshot the rootfs is built on cannot be dropped; others can.
+	wantClass(t, f.rt.RemoveSnapshot(f.ctx, "phoenix", "good"), "failed precondition")
+	wantClass(t, f.rt.RemoveSnapshot(f.ctx, "phoenix", "nope"), "not found")
+	if _, err := f.rt.Snapshot(f.ctx, "phoenix", "spare", runtime.SnapshotOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rt.RemoveSnapshot(f.ctx, "phoenix", "spare"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Delete takes the container, the rootfs and every snapshot.
+	wantClass(t, f.rt.Delete(f.ctx, "phoenix"), "failed precondition") // running
+	if _, err := f.rt.Stop(f.ctx, "phoenix", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rt.Delete(f.ctx, "phoenix"); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if strings.HasPrefix(info.Name, "memohfs/phoenix/") || info.Labels[runtime.LabelBot] == "phoenix" {
+			left = append(left, info.Name)
+		}
+		return nil
+	})
+	if len(left) > 0 {
+		t.Fatalf("snapshots left after delete: %v", left)
+	}
+}
