@@ -16,7 +16,6 @@ type Event struct {
 	Time    time.Time
 }
 
-
 func insertEvent(ctx context.Context, tx pgx.Tx, botID string, ev Event) error {
 	payload := ev.Payload
 	if payload == nil {
