@@ -154,12 +154,7 @@ func (c *Containerd) specOpts(img containerd.Image, spec BotSpec) []oci.SpecOpts
 // Container describes the bot's container.
 func (c *Containerd) Container(ctx context.Context, bot string) (_ ContainerInfo, err error) {
 	defer native(&err)
-	ctx = c.ns(ctx)
-	ctr, err := c.load(ctx, bot)
-	if err != nil {
-		return ContainerInfo{}, err
-	}
-	info, err := ctr.Info(ctx)
+	_, info, err := c.loadInfo(c.ns(ctx), bot)
 	if err != nil {
 		return ContainerInfo{}, err
 	}
@@ -259,13 +254,23 @@ func (c *Containerd) deleteContainer(ctx context.Context, bot string, ctr contai
 // children before parents. It returns how many it removed.
 func (c *Containerd) removeBotSnapshots(ctx context.Context, bot string) (int, error) {
 	sn := c.client.SnapshotService(c.cfg.Snapshotter)
+	n, err := RemoveSnapshots(ctx, sn, `labels."`+LabelBot+`"==`+strconv.Quote(bot))
+	if err != nil {
+		return n, fmt.Errorf("snapshots of bot %q: %w", bot, err)
+	}
+	return n, nil
+}
+
+// RemoveSnapshots removes every snapshot matching the filters (all of them
+// with none), children before parents, and returns how many it removed.
+func RemoveSnapshots(ctx context.Context, sn snapshots.Snapshotter, filters ...string) (int, error) {
 	parents := map[string]string{}
 	err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		parents[info.Name] = info.Parent
 		return nil
-	}, `labels."`+LabelBot+`"==`+strconv.Quote(bot))
+	}, filters...)
 	if err != nil {
-		return 0, fmt.Errorf("list snapshots of bot %q: %w", bot, err)
+		return 0, fmt.Errorf("list snapshots: %w", err)
 	}
 	removed := 0
 	for len(parents) > 0 {
@@ -286,7 +291,7 @@ func (c *Containerd) removeBotSnapshots(ctx context.Context, bot string) (int, e
 			progress = true
 		}
 		if !progress {
-			return removed, fmt.Errorf("snapshots of bot %q form a cycle: %w", bot, errdefs.ErrFailedPrecondition)
+			return removed, fmt.Errorf("snapshot parents form a cycle: %w", errdefs.ErrFailedPrecondition)
 		}
 	}
 	return removed, nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
@@ -81,6 +82,19 @@ func (c *Containerd) load(ctx context.Context, bot string) (containerd.Container
 		return nil, fmt.Errorf("load container of bot %q: %w", bot, err)
 	}
 	return ctr, nil
+}
+
+// loadInfo finds the bot's container and reads its record.
+func (c *Containerd) loadInfo(ctx context.Context, bot string) (containerd.Container, containers.Container, error) {
+	ctr, err := c.load(ctx, bot)
+	if err != nil {
+		return nil, containers.Container{}, err
+	}
+	info, err := ctr.Info(ctx)
+	if err != nil {
+		return nil, containers.Container{}, fmt.Errorf("container of bot %q: %w", bot, err)
+	}
+	return ctr, info, nil
 }
 
 // generation returns a sortable, unique suffix for snapshot keys.

@@ -110,14 +110,13 @@ func wantClass(t *testing.T, err error, class string) {
 	}
 }
 
-// leases returns the IPAM leases held in the run's store for a network.
+// leases returns the IPAM leases the test's namespace holds.
 func leases(cfg runtime.Config) []string {
+	all, _ := runtime.IPAMLeases(cfg.Network)
 	var out []string
-	entries, _ := os.ReadDir(filepath.Join(cfg.Network.IPAMDir, cfg.Network.Name))
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(cfg.Network.IPAMDir, cfg.Network.Name, e.Name()))
-		if err == nil && strings.HasPrefix(string(b), cfg.Namespace+".") {
-			out = append(out, e.Name())
+	for ip, id := range all {
+		if strings.HasPrefix(id, cfg.Namespace+".") {
+			out = append(out, ip)
 		}
 	}
 	return out

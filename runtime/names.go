@@ -3,7 +3,6 @@ package runtime
 import (
 	"fmt"
 	"regexp"
-	"sort"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -75,13 +74,4 @@ func snapNameOf(bot, key string) string {
 		return ""
 	}
 	return name
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

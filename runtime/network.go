@@ -235,23 +235,38 @@ func (n *network) teardown(ctx context.Context, containerID, nsPath string) erro
 // leased reports whether the IPAM store holds an address for the container.
 func (n *network) leased(containerID string) (string, bool) {
 	id := CNIID(n.namespace, containerID)
-	dir := filepath.Join(n.cfg.IPAMDir, n.cfg.Name)
+	leases, _ := IPAMLeases(n.cfg)
+	for ip, owner := range leases {
+		if owner == id {
+			return ip, true
+		}
+	}
+	return "", false
+}
+
+// IPAMLeases reads the host-local IPAM store of the network: address ->
+// CNI id of its holder.
+func IPAMLeases(n NetworkConfig) (map[string]string, error) {
+	dir := filepath.Join(n.IPAMDir, n.Name)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return "", false
+		if errors.Is(err, os.ErrNotExist) {
+			return map[string]string{}, nil
+		}
+		return nil, err
 	}
+	out := map[string]string{}
 	for _, e := range entries {
 		if net.ParseIP(e.Name()) == nil {
-			continue
+			continue // last_reserved_ip, lock
 		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			continue
 		}
-		// host-local writes "<container id>\r\n<ifname>".
-		if first, _, _ := strings.Cut(string(b), "\n"); strings.TrimSpace(first) == id {
-			return e.Name(), true
-		}
+		// host-local writes "<id>\r\n<ifname>".
+		id, _, _ := strings.Cut(string(b), "\n")
+		out[e.Name()] = strings.TrimSpace(id)
 	}
-	return "", false
+	return out, nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,11 +33,7 @@ func (c *Containerd) Snapshot(ctx context.Context, bot, name string, opts Snapsh
 		return SnapshotInfo{}, err
 	}
 	ctx = c.ns(ctx)
-	ctr, err := c.load(ctx, bot)
-	if err != nil {
-		return SnapshotInfo{}, err
-	}
-	info, err := ctr.Info(ctx)
+	ctr, info, err := c.loadInfo(ctx, bot)
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
@@ -209,7 +207,7 @@ func (c *Containerd) Snapshots(ctx context.Context, bot string) (_ []SnapshotInf
 		}
 	}
 	chains := map[string][]string{}
-	for _, key := range sortedKeys(roles) {
+	for _, key := range slices.Sorted(maps.Keys(roles)) {
 		chain, err := lineage(key)
 		if err != nil {
 			return nil, err
@@ -288,11 +286,7 @@ func (c *Containerd) Restore(ctx context.Context, bot, name string) (_ Container
 		return ContainerInfo{}, err
 	}
 	ctx = c.ns(ctx)
-	ctr, err := c.load(ctx, bot)
-	if err != nil {
-		return ContainerInfo{}, err
-	}
-	info, err := ctr.Info(ctx)
+	ctr, info, err := c.loadInfo(ctx, bot)
 	if err != nil {
 		return ContainerInfo{}, err
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
-	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/memohfs/memohfs/runtime"
@@ -256,7 +255,8 @@ func sweepNamespace(ctx context.Context, client *containerd.Client, ns string, n
 		note("delete container "+ctr.ID(), ctr.Delete(ctx, containerd.WithSnapshotCleanup))
 	}
 	for _, snName := range []string{"overlayfs", "native"} {
-		note("snapshots", removeAllSnapshots(ctx, client.SnapshotService(snName)))
+		_, err := runtime.RemoveSnapshots(ctx, client.SnapshotService(snName))
+		note("snapshots", err)
 	}
 	imgs, err := client.ImageService().List(ctx)
 	note("images", err)
@@ -281,37 +281,6 @@ func sweepNamespace(ctx context.Context, client *containerd.Client, ns string, n
 		note("namespace", client.NamespaceService().Delete(ctx, ns))
 	}
 	return errors.Join(errs...)
-}
-
-func removeAllSnapshots(ctx context.Context, sn snapshots.Snapshotter) error {
-	parents := map[string]string{}
-	if err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		parents[info.Name] = info.Parent
-		return nil
-	}); err != nil {
-		return err
-	}
-	for len(parents) > 0 {
-		isParent := map[string]bool{}
-		for _, p := range parents {
-			isParent[p] = true
-		}
-		progress := false
-		for k := range parents {
-			if isParent[k] {
-				continue
-			}
-			if err := sn.Remove(ctx, k); err != nil && !errdefs.IsNotFound(err) {
-				return fmt.Errorf("remove snapshot %s: %w", k, err)
-			}
-			delete(parents, k)
-			progress = true
-		}
-		if !progress {
-			return errors.New("snapshot parents form a cycle")
-		}
-	}
-	return nil
 }
 
 func tail(path string, n int) string {

@@ -233,19 +233,13 @@ func (n NetInfo) sweepCNI(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
-	leaseDir := filepath.Join(n.IPAMDir, n.Name)
-	entries, _ := os.ReadDir(leaseDir)
-	for _, e := range entries {
-		if net.ParseIP(e.Name()) == nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(leaseDir, e.Name()))
-		if err != nil {
-			continue
-		}
-		id, _, _ := strings.Cut(string(b), "\n")
-		if err := n.removeCNI(ctx, strings.TrimSpace(id), ""); err != nil {
-			errs = append(errs, fmt.Errorf("release lease %s: %w", e.Name(), err))
+	leases, err := runtime.IPAMLeases(n.Config())
+	if err != nil {
+		return err
+	}
+	for ip, id := range leases {
+		if err := n.removeCNI(ctx, id, ""); err != nil {
+			errs = append(errs, fmt.Errorf("release lease %s: %w", ip, err))
 		}
 	}
 	return errors.Join(errs...)

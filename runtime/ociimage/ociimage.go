@@ -13,10 +13,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	goruntime "runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -160,7 +162,7 @@ func Write(w io.Writer, opts Options) (Result, error) {
 	for _, b := range [][]byte{configJSON, layer, manifestJSON} {
 		blobs[strings.TrimPrefix(digest(b), "sha256:")] = b
 	}
-	for _, hexd := range sortedKeys(blobs) {
+	for _, hexd := range slices.Sorted(maps.Keys(blobs)) {
 		if err := writeFile(tw, "blobs/sha256/"+hexd, 0o644, blobs[hexd]); err != nil {
 			return Result{}, err
 		}
@@ -219,7 +221,7 @@ func rootfsLayer(busybox []byte, applets []string) ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	for _, name := range sortedKeys(entries) {
+	for _, name := range slices.Sorted(maps.Keys(entries)) {
 		e := entries[name]
 		h := e.hdr
 		h.ModTime, h.Uid, h.Gid, h.Format = epoch, 0, 0, tar.FormatUSTAR
@@ -256,15 +258,6 @@ func descriptor(mediaType string, b []byte) map[string]any {
 func digest(b []byte) string {
 	s := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(s[:])
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 type countWriter struct {
