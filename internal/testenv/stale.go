@@ -91,6 +91,9 @@ func cleanRun(dir string) error {
 
 // removeRunDir is the last step of a run's own teardown.
 func removeRunDir(dir string) error {
+	if left := procsMentioning(dir); len(left) > 0 {
+		return fmt.Errorf("processes of the run still alive: %v", left)
+	}
 	unmountUnder(dir)
 	if left := mountsUnder(dir); len(left) > 0 {
 		return fmt.Errorf("mounts left under %s: %v", dir, left)
