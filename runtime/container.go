@@ -63,8 +63,14 @@ func (c *Containerd) Create(ctx context.Context, spec BotSpec) (_ ContainerInfo,
 	defer done(context.WithoutCancel(ctx))
 
 	sn := c.client.SnapshotService(c.cfg.Snapshotter)
+	key, reattached, err := c.reattachRootfs(ctx, spec)
+	if err != nil {
+		return ContainerInfo{}, err
+	}
 	var parent string
-	if spec.FromSnapshot != "" {
+	if reattached {
+		// The rootfs the bot had survived its container: keep it.
+	} else if spec.FromSnapshot != "" {
 		if err := checkSnapshot(spec.FromSnapshot); err != nil {
 			return ContainerInfo{}, err
 		}
@@ -79,9 +85,11 @@ func (c *Containerd) Create(ctx context.Context, spec BotSpec) (_ ContainerInfo,
 		}
 		parent = identity.ChainID(diffIDs).String()
 	}
-	key := activeKey(spec.Bot, generation())
-	if _, err := sn.Prepare(ctx, key, parent, snapshots.WithLabels(map[string]string{LabelBot: spec.Bot})); err != nil {
-		return ContainerInfo{}, fmt.Errorf("prepare rootfs of bot %q: %w", spec.Bot, err)
+	if !reattached {
+		key = activeKey(spec.Bot, generation())
+		if _, err := sn.Prepare(ctx, key, parent, snapshots.WithLabels(map[string]string{LabelBot: spec.Bot})); err != nil {
+			return ContainerInfo{}, fmt.Errorf("prepare rootfs of bot %q: %w", spec.Bot, err)
+		}
 	}
 
 	labels := map[string]string{}
@@ -106,6 +114,9 @@ func (c *Containerd) Create(ctx context.Context, spec BotSpec) (_ ContainerInfo,
 	if err != nil {
 		rctx, cancel := detach(ctx)
 		defer cancel()
+		if reattached {
+			return ContainerInfo{}, fmt.Errorf("create container of bot %q: %w", spec.Bot, err)
+		}
 		if rerr := sn.Remove(rctx, key); rerr != nil && !errdefs.IsNotFound(rerr) {
 			slog.WarnContext(ctx, "remove rootfs of failed container", "key", key, "err", rerr)
 		}
@@ -116,6 +127,25 @@ func (c *Containerd) Create(ctx context.Context, spec BotSpec) (_ ContainerInfo,
 		return ContainerInfo{}, err
 	}
 	return containerInfo(info), nil
+}
+
+// reattachRootfs reports whether spec.RootfsKey names a surviving active
+// rootfs of the bot that a new container may take over.
+func (c *Containerd) reattachRootfs(ctx context.Context, spec BotSpec) (string, bool, error) {
+	if spec.RootfsKey == "" {
+		return "", false, nil
+	}
+	info, err := c.client.SnapshotService(c.cfg.Snapshotter).Stat(ctx, spec.RootfsKey)
+	if errdefs.IsNotFound(err) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("rootfs %s of bot %q: %w", spec.RootfsKey, spec.Bot, err)
+	}
+	if info.Kind != snapshots.KindActive || info.Labels[LabelBot] != spec.Bot {
+		return "", false, fmt.Errorf("snapshot %s is not an active rootfs of bot %q: %w", spec.RootfsKey, spec.Bot, errdefs.ErrInvalidArgument)
+	}
+	return spec.RootfsKey, true, nil
 }
 
 func (c *Containerd) specOpts(img containerd.Image, spec BotSpec) []oci.SpecOpts {
@@ -213,6 +243,9 @@ func (c *Containerd) Delete(ctx context.Context, bot string) (err error) {
 			}
 		}
 	default:
+		return err
+	}
+	if err := c.unmountViews(bot); err != nil {
 		return err
 	}
 	n, err := c.removeBotSnapshots(ctx, bot)

@@ -50,6 +50,13 @@ type Runtime interface {
 	// Restore points the bot's container at a fresh rootfs made from the
 	// named snapshot. FailedPrecondition while the task runs.
 	Restore(ctx context.Context, bot, name string) (ContainerInfo, error)
+	// MountSnapshot mounts a read-only view of the named snapshot and
+	// returns its directory; mounting a mounted one returns the same dir.
+	MountSnapshot(ctx context.Context, bot, name string) (string, error)
+	// UnmountSnapshot unmounts and removes that view, if there is one.
+	UnmountSnapshot(ctx context.Context, bot, name string) error
+	// UnmountAll unmounts every snapshot view (at shutdown).
+	UnmountAll(ctx context.Context) error
 
 	// Events streams task events of memohfs containers. The event channel
 	// closes when ctx ends or the subscription breaks; the error channel
@@ -69,6 +76,10 @@ type BotSpec struct {
 	// FromSnapshot creates the rootfs from this bot's named snapshot
 	// instead of from the image.
 	FromSnapshot string
+	// RootfsKey re-attaches the rootfs the bot had (a container lost
+	// while its active snapshot survived) when that snapshot still
+	// exists; otherwise the rootfs is made as above.
+	RootfsKey string
 }
 
 // ImageInfo describes the bot image.

@@ -260,6 +260,9 @@ func (c *Containerd) RemoveSnapshot(ctx context.Context, bot, name string) (err 
 	if _, err := sn.Stat(ctx, key); err != nil {
 		return fmt.Errorf("snapshot %q of bot %q: %w", name, bot, err)
 	}
+	if err := c.UnmountSnapshot(ctx, bot, name); err != nil {
+		return err
+	}
 	var children []string
 	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		children = append(children, info.Name)

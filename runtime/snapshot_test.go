@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/memohfs/memohfs/internal/testenv"
 	"github.com/memohfs/memohfs/runtime"
 	"github.com/memohfs/memohfs/runtime/ociimage"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -231,5 +232,103 @@ func TestRestore(t *testing.T) {
 	})
 	if len(left) > 0 {
 		t.Fatalf("snapshots left after delete: %v", left)
+	}
+}
+
+// TestSnapshotView mounts a read-only view of a snapshot; dropping the
+// snapshot or deleting the bot takes the view down first.
+func TestSnapshotView(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.bot("viewed", "")
+	f.start("viewed")
+	if out, code := f.exec("viewed", "sh", "-c", "echo seen > /root/marker"); code != 0 {
+		t.Fatal(out)
+	}
+	for _, n := range []string{"a", "b"} {
+		if _, err := f.rt.Snapshot(f.ctx, "viewed", n, runtime.SnapshotOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := f.rt.MountSnapshot(f.ctx, "viewed", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "root", "marker")); err != nil || string(b) != "seen\n" {
+		t.Fatalf("view: %q %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "root", "x"), []byte("x"), 0o644); err == nil {
+		t.Fatal("the view is writable")
+	}
+	again, err := f.rt.MountSnapshot(f.ctx, "viewed", "a")
+	if err != nil || again != dir {
+		t.Fatalf("second mount: %s %v", again, err)
+	}
+	_, err = f.rt.MountSnapshot(f.ctx, "viewed", "nope")
+	wantClass(t, err, "not found")
+	// Dropping a viewed snapshot unmounts the view first.
+	if err := f.rt.RemoveSnapshot(f.ctx, "viewed", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if len(testenv.MountsUnder(dir)) != 0 {
+		t.Fatalf("view of a dropped snapshot still mounted")
+	}
+	dirB, err := f.rt.MountSnapshot(f.ctx, "viewed", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.rt.Stop(f.ctx, "viewed", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rt.Delete(f.ctx, "viewed"); err != nil {
+		t.Fatal(err)
+	}
+	if len(testenv.MountsUnder(dirB)) != 0 {
+		t.Fatalf("view of a deleted bot still mounted")
+	}
+}
+
+// TestReattachRootfs: a container lost while its rootfs survived is made
+// again on that rootfs, not on a fresh one (reconcile must not wipe it).
+func TestReattachRootfs(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	info, data := f.bot("lazarus", "")
+	f.start("lazarus")
+	if out, code := f.exec("lazarus", "sh", "-c", "echo kept > /root/marker"); code != 0 {
+		t.Fatal(out)
+	}
+	if _, err := f.rt.Stop(f.ctx, "lazarus", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ctx := namespacesCtx(f)
+	ctr, err := f.rt.Client().LoadContainer(ctx, info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ctr.Delete(ctx); err != nil { // no snapshot cleanup: the rootfs survives
+		t.Fatal(err)
+	}
+	again, err := f.rt.Create(f.ctx, runtime.BotSpec{Bot: "lazarus", DataDir: data, RootfsKey: info.RootfsKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.RootfsKey != info.RootfsKey {
+		t.Fatalf("rootfs %s, want the surviving %s", again.RootfsKey, info.RootfsKey)
+	}
+	f.start("lazarus")
+	if out, _ := f.exec("lazarus", "cat", "/root/marker"); out != "kept\n" {
+		t.Fatalf("marker after re-create: %q", out)
+	}
+	// A key that is gone falls back to a fresh rootfs from the image.
+	if _, err := f.rt.Stop(f.ctx, "lazarus", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rt.Delete(f.ctx, "lazarus"); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := f.rt.Create(f.ctx, runtime.BotSpec{Bot: "lazarus", DataDir: data, RootfsKey: info.RootfsKey})
+	if err != nil || fresh.RootfsKey == info.RootfsKey {
+		t.Fatalf("fresh: %+v %v", fresh, err)
 	}
 }
