@@ -62,6 +62,12 @@ func (c *Containerd) Version(ctx context.Context) (_ string, err error) {
 	return v.Version, nil
 }
 
+// LogPath is the host file receiving the bot's stdout and stderr.
+func (c *Containerd) LogPath(bot string) string { return c.cfg.LogPath(bot) }
+
+// Defaults says which image and snapshotter new bots get.
+func (c *Containerd) Defaults() (image, snapshotter string) { return c.cfg.Image, c.cfg.Snapshotter }
+
 // Close drops the connection. Containers and tasks keep running.
 func (c *Containerd) Close() error { return c.client.Close() }
 

@@ -63,6 +63,11 @@ type Runtime interface {
 	// then says why (nil error after ctx ends).
 	Events(ctx context.Context) (<-chan Event, <-chan error)
 
+	// LogPath is the host file receiving the bot's stdout and stderr.
+	LogPath(bot string) string
+	// Defaults says which image and snapshotter new bots get.
+	Defaults() (image, snapshotter string)
+
 	Close() error
 }
 

@@ -1,0 +1,158 @@
+package fsnodes
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/memohfs/memohfs/control"
+)
+
+// botDir is /M/<bot>: mode 0700 for the bot's owner. Its entries are
+// fixed; data/ and skills/ are trees over the bot's data dir (the same
+// files: skills/ is data/.skills).
+type botDir struct {
+	fs.Inode
+	r     *Root
+	name  string
+	id    string
+	owner uint32
+
+	data, skills *tree
+	snaps        *snapshotsDir
+}
+
+var (
+	_ fs.NodeOnAdder   = (*botDir)(nil)
+	_ fs.NodeGetattrer = (*botDir)(nil)
+)
+
+func newBotDir(r *Root, st control.Status) *botDir {
+	b := &botDir{r: r, name: st.Name, id: st.ID, owner: st.Owner}
+	dataDir := r.c.DataDir(st.Name)
+	base := func(ctx context.Context) (string, error) {
+		r.watch.watchTree(dataDir, b.invalidate)
+		return dataDir, nil
+	}
+	b.data = newTree(base, "", false)
+	b.skills = newTree(base, ".skills", false)
+	return b
+}
+
+func (b *botDir) attr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFDIR | 0o700
+	a.Uid = b.owner
+	if st, err := b.r.c.Status(b.name); err == nil {
+		t := uint64(st.Created.Unix())
+		a.Mtime, a.Ctime, a.Atime = t, t, t
+	}
+}
+
+func (b *botDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if _, err := b.r.c.Status(b.name); err != nil {
+		return errnoOf(err)
+	}
+	b.attr(&out.Attr)
+	return 0
+}
+
+func (b *botDir) OnAdd(ctx context.Context) {
+	add := func(name string, node fs.InodeEmbedder, mode uint32) {
+		b.AddChild(name, b.NewPersistentInode(ctx, node, fs.StableAttr{Mode: mode}), false)
+	}
+	c, name := b.r.c, b.name
+	add("ctl", &ctlFile{b: b}, syscall.S_IFREG)
+	add("status", &textFile{owner: b.owner, render: func(context.Context) ([]byte, error) {
+		st, err := c.Status(name)
+		return []byte(st.String()), err
+	}}, syscall.S_IFREG)
+	add("err", &textFile{owner: b.owner, render: func(context.Context) ([]byte, error) {
+		msg, err := c.LastError(name)
+		if msg != "" {
+			msg += "\n"
+		}
+		return []byte(msg), err
+	}}, syscall.S_IFREG)
+	add("events", &eventsFile{b: b}, syscall.S_IFREG)
+	add("log", &logFile{b: b}, syscall.S_IFREG)
+	add("data", &dataNode{t: b.data}, syscall.S_IFDIR)
+	add("skills", &skillsRoot{dataNode{t: b.skills}}, syscall.S_IFDIR)
+	b.snaps = &snapshotsDir{b: b}
+	add("snapshots", b.snaps, syscall.S_IFDIR)
+}
+
+// invalidate is told, by the watcher, that rel changed in the data dir.
+func (b *botDir) invalidate(rel string) {
+	invalidatePath(b.data, rel)
+	if rest, ok := cutPrefixDir(rel, ".skills"); ok {
+		invalidatePath(b.skills, rest)
+	}
+}
+
+// dataReplaced: restore swapped in a new data dir.
+func (b *botDir) dataReplaced() {
+	b.r.watch.unwatchTree(b.r.c.DataDir(b.name))
+	for _, t := range []*tree{b.data, b.skills} {
+		t.reset()
+		invalidateAll(t)
+	}
+}
+
+func (b *botDir) snapshotsChanged() {
+	if b.snaps != nil {
+		b.snaps.refresh()
+	}
+}
+
+func (b *botDir) close() {
+	b.r.watch.unwatchTree(b.r.c.DataDir(b.name))
+	b.data.reset()
+	b.skills.reset()
+}
+
+// skillsRoot is skills/: data/.skills, made when first needed.
+type skillsRoot struct{ dataNode }
+
+func (s *skillsRoot) ensure(ctx context.Context) syscall.Errno {
+	return s.t.withBase(ctx, func(base int) syscall.Errno {
+		err := mkdirBeneath(base, ".skills", 0o755)
+		if err != nil && err != syscall.EEXIST {
+			return errnoOf(err)
+		}
+		return 0
+	})
+}
+
+func (s *skillsRoot) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if e := s.ensure(ctx); e != 0 {
+		return nil, e
+	}
+	return s.dataNode.Mkdir(ctx, name, mode, out)
+}
+
+func (s *skillsRoot) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if e := s.ensure(ctx); e != 0 {
+		return nil, nil, 0, e
+	}
+	return s.dataNode.Create(ctx, name, flags, mode, out)
+}
+
+func (s *skillsRoot) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	ds, e := s.dataNode.Readdir(ctx)
+	if e == syscall.ENOENT {
+		return fs.NewListDirStream(nil), 0
+	}
+	return ds, e
+}
+
+func (s *skillsRoot) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	e := s.dataNode.Getattr(ctx, f, out)
+	if e == syscall.ENOENT {
+		if e := s.ensure(ctx); e != 0 {
+			return e
+		}
+		return s.dataNode.Getattr(ctx, f, out)
+	}
+	return e
+}

@@ -1,0 +1,642 @@
+package fsnodes
+
+import (
+	"context"
+	"os"
+	"path"
+	"strconv"
+	"syscall"
+	"unsafe"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// dataNode is a file or directory in a tree (see tree).
+type dataNode struct {
+	fs.Inode
+	t *tree
+}
+
+var (
+	_ fs.NodeLookuper        = (*dataNode)(nil)
+	_ fs.NodeGetattrer       = (*dataNode)(nil)
+	_ fs.NodeSetattrer       = (*dataNode)(nil)
+	_ fs.NodeOpener          = (*dataNode)(nil)
+	_ fs.NodeCreater         = (*dataNode)(nil)
+	_ fs.NodeMkdirer         = (*dataNode)(nil)
+	_ fs.NodeMknoder         = (*dataNode)(nil)
+	_ fs.NodeSymlinker       = (*dataNode)(nil)
+	_ fs.NodeLinker          = (*dataNode)(nil)
+	_ fs.NodeReadlinker      = (*dataNode)(nil)
+	_ fs.NodeUnlinker        = (*dataNode)(nil)
+	_ fs.NodeRmdirer         = (*dataNode)(nil)
+	_ fs.NodeRenamer         = (*dataNode)(nil)
+	_ fs.NodeOpendirHandler  = (*dataNode)(nil)
+	_ fs.NodeReaddirer       = (*dataNode)(nil)
+	_ fs.NodeStatfser        = (*dataNode)(nil)
+	_ fs.NodeGetxattrer      = (*dataNode)(nil)
+	_ fs.NodeSetxattrer      = (*dataNode)(nil)
+	_ fs.NodeRemovexattrer   = (*dataNode)(nil)
+	_ fs.NodeListxattrer     = (*dataNode)(nil)
+	_ fs.NodeCopyFileRanger  = (*dataNode)(nil)
+	_ fs.NodeOnAdder         = (*dataNode)(nil)
+	_ fs.NodeWrapChilder     = (*dataNode)(nil)
+	_ fs.FilePassthroughFder = (*dataFile)(nil)
+)
+
+func (n *dataNode) OnAdd(ctx context.Context) {
+	if n.t.root == nil {
+		n.t.root = n.EmbeddedInode()
+	}
+}
+
+func (n *dataNode) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder { return ops }
+
+// do runs fn with the directory holding n and n's name in it (name is ""
+// for the tree's root: act on dirfd itself).
+func (n *dataNode) do(ctx context.Context, fn func(dirfd int, name string) syscall.Errno) syscall.Errno {
+	return n.t.withBase(ctx, func(base int) syscall.Errno {
+		dirfd, name, err := n.t.at(base, n.EmbeddedInode())
+		if err != nil {
+			return fs.ToErrno(err)
+		}
+		defer unix.Close(dirfd)
+		return fn(dirfd, name)
+	})
+}
+
+// inDir runs fn with n itself opened as a directory (O_PATH), for
+// operations on its children.
+func (n *dataNode) inDir(ctx context.Context, fn func(dirfd int) syscall.Errno) syscall.Errno {
+	return n.t.withBase(ctx, func(base int) syscall.Errno {
+		fd, err := openRel(base, n.t.rel(n.EmbeddedInode()), unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return fs.ToErrno(err)
+		}
+		defer unix.Close(fd)
+		return fn(fd)
+	})
+}
+
+func (n *dataNode) writable() syscall.Errno {
+	if n.t.readOnly {
+		return syscall.EROFS
+	}
+	return 0
+}
+
+// child makes (or finds) the node for name, stat-ed in dirfd.
+func (n *dataNode) child(ctx context.Context, dirfd int, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	var x unix.Statx_t
+	if err := statx(dirfd, name, &x); err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	attrFromStatx(&out.Attr, &x)
+	return n.NewInode(ctx, &dataNode{t: n.t}, n.t.stable(&x)), 0
+}
+
+func (n *dataNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	var ch *fs.Inode
+	errno := n.inDir(ctx, func(dirfd int) syscall.Errno {
+		var e syscall.Errno
+		ch, e = n.child(ctx, dirfd, name, out)
+		return e
+	})
+	return ch, errno
+}
+
+func (n *dataNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if df, ok := f.(*dataFile); ok {
+		return df.Getattr(ctx, out)
+	}
+	return n.do(ctx, func(dirfd int, name string) syscall.Errno {
+		var x unix.Statx_t
+		if err := statx(dirfd, name, &x); err != nil {
+			return fs.ToErrno(err)
+		}
+		attrFromStatx(&out.Attr, &x)
+		return 0
+	})
+}
+
+const sysFchmodat2 = 452 // fchmodat2(2), Linux 6.6: honours AT_SYMLINK_NOFOLLOW
+
+func fchmodatNoFollow(dirfd int, name string, mode uint32) error {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return err
+	}
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	_, _, e := unix.Syscall6(sysFchmodat2, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(mode), uintptr(flags), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func (n *dataNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if e := n.writable(); e != 0 {
+		return e
+	}
+	if df, ok := f.(*dataFile); ok {
+		if e := df.Setattr(ctx, in, out); e != 0 {
+			return e
+		}
+		return df.Getattr(ctx, out)
+	}
+	return n.do(ctx, func(dirfd int, name string) syscall.Errno {
+		if m, ok := in.GetMode(); ok {
+			if err := fchmodatNoFollow(dirfd, name, m&07777); err != nil {
+				return fs.ToErrno(err)
+			}
+		}
+		uid, uok := in.GetUID()
+		gid, gok := in.GetGID()
+		if uok || gok {
+			u, g := -1, -1
+			if uok {
+				u = int(uid)
+			}
+			if gok {
+				g = int(gid)
+			}
+			flags := unix.AT_SYMLINK_NOFOLLOW
+			if name == "" {
+				flags |= unix.AT_EMPTY_PATH
+			}
+			if err := unix.Fchownat(dirfd, name, u, g, flags); err != nil {
+				return fs.ToErrno(err)
+			}
+		}
+		if sz, ok := in.GetSize(); ok {
+			if e := truncateAt(dirfd, name, int64(sz)); e != 0 {
+				return e
+			}
+		}
+		if ts, ok := setTimes(in); ok {
+			var err error
+			if name == "" {
+				// utimensat has no AT_EMPTY_PATH; the tree root is the
+				// dir fd itself, reached through its /proc link.
+				err = unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(dirfd), ts, 0)
+			} else {
+				err = unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+			}
+			if err != nil {
+				return fs.ToErrno(err)
+			}
+		}
+		var x unix.Statx_t
+		if err := statx(dirfd, name, &x); err != nil {
+			return fs.ToErrno(err)
+		}
+		attrFromStatx(&out.Attr, &x)
+		return 0
+	})
+}
+
+// setTimes turns the times of a SETATTR into utimensat's, keeping "now"
+// as UTIME_NOW (the kernel's clock, not ours).
+func setTimes(in *fuse.SetAttrIn) ([]unix.Timespec, bool) {
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	set := false
+	if in.Valid&fuse.FATTR_ATIME != 0 {
+		set = true
+		if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+			ts[0].Nsec = unix.UTIME_NOW
+		} else {
+			ts[0] = unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
+		}
+	}
+	if in.Valid&fuse.FATTR_MTIME != 0 {
+		set = true
+		if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+			ts[1].Nsec = unix.UTIME_NOW
+		} else {
+			ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
+		}
+	}
+	return ts, set
+}
+
+// truncateAt truncates a regular file without following or blocking.
+func truncateAt(dirfd int, name string, size int64) syscall.Errno {
+	if name == "" {
+		return syscall.EISDIR
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fs.ToErrno(err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fs.ToErrno(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return syscall.EINVAL
+	}
+	return fs.ToErrno(unix.Ftruncate(fd, size))
+}
+
+// openFlags are the open(2) flags passed on to the host file.
+const openFlags = unix.O_ACCMODE | unix.O_APPEND | unix.O_NONBLOCK | unix.O_DIRECT | unix.O_SYNC |
+	unix.O_DSYNC | unix.O_NOATIME | unix.O_TRUNC
+
+func (n *dataNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
+		if e := n.writable(); e != 0 {
+			return nil, 0, e
+		}
+	}
+	var fh fs.FileHandle
+	errno := n.t.withBase(ctx, func(base int) syscall.Errno {
+		fd, e := openRegular(base, n.t.rel(n.EmbeddedInode()), int(flags)&openFlags)
+		if e != 0 {
+			return e
+		}
+		fh = newDataFile(fd)
+		return 0
+	})
+	return fh, 0, errno
+}
+
+// openRegular opens rel for I/O only if it is a regular file: first as
+// O_PATH (no device or fifo is ever opened for real), then, once fstat
+// says it is regular, again through its /proc/self/fd link.
+func openRegular(base int, rel string, flags int) (int, syscall.Errno) {
+	pfd, err := openRel(base, rel, unix.O_PATH|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return -1, fs.ToErrno(err)
+	}
+	defer unix.Close(pfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(pfd, &st); err != nil {
+		return -1, fs.ToErrno(err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFDIR:
+		return -1, syscall.EISDIR
+	default:
+		return -1, syscall.EACCES
+	}
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(pfd), flags|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return -1, fs.ToErrno(err)
+	}
+	return fd, 0
+}
+
+// caller is who asked, to own what they create.
+func caller(ctx context.Context) (uid, gid int, ok bool) {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return 0, 0, false
+	}
+	return int(c.Uid), int(c.Gid), true
+}
+
+// chownToCaller gives a new entry to the user who made it (the daemon is
+// root; without this every file made through the mount would be root's).
+func chownToCaller(ctx context.Context, dirfd int, name string) error {
+	uid, gid, ok := caller(ctx)
+	if !ok || os.Geteuid() != 0 {
+		return nil
+	}
+	return unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func (n *dataNode) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if e := n.writable(); e != 0 {
+		return nil, nil, 0, e
+	}
+	var ch *fs.Inode
+	var fh fs.FileHandle
+	errno := n.inDir(ctx, func(dirfd int) syscall.Errno {
+		// O_NOFOLLOW with O_CREAT: a symlink at name (even a dangling
+		// one) is refused, never created through.
+		fd, err := unix.Openat(dirfd, name, int(flags)&openFlags|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|
+			int(flags)&unix.O_EXCL, mode)
+		if err != nil {
+			return fs.ToErrno(err)
+		}
+		if err := chownToCaller(ctx, dirfd, name); err != nil {
+			unix.Close(fd)
+			return fs.ToErrno(err)
+		}
+		var x unix.Statx_t
+		if err := statx(fd, "", &x); err != nil {
+			unix.Close(fd)
+			return fs.ToErrno(err)
+		}
+		attrFromStatx(&out.Attr, &x)
+		ch = n.NewInode(ctx, &dataNode{t: n.t}, n.t.stable(&x))
+		fh = newDataFile(fd)
+		return 0
+	})
+	return ch, fh, 0, errno
+}
+
+func (n *dataNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if e := n.writable(); e != 0 {
+		return nil, e
+	}
+	var ch *fs.Inode
+	errno := n.inDir(ctx, func(dirfd int) syscall.Errno {
+		if err := unix.Mkdirat(dirfd, name, mode); err != nil {
+			return fs.ToErrno(err)
+		}
+		if err := chownToCaller(ctx, dirfd, name); err != nil {
+			return fs.ToErrno(err)
+		}
+		var e syscall.Errno
+		ch, e = n.child(ctx, dirfd, name, out)
+		return e
+	})
+	return ch, errno
+}
+
+func (n *dataNode) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if e := n.writable(); e != 0 {
+		return nil, e
+	}
+	switch mode & unix.S_IFMT {
+	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFREG:
+	default:
+		return nil, syscall.EPERM // no device nodes in bot data
+	}
+	var ch *fs.Inode
+	errno := n.inDir(ctx, func(dirfd int) syscall.Errno {
+		if err := unix.Mknodat(dirfd, name, mode, 0); err != nil {
+			return fs.ToErrno(err)
+		}
+		if err := chownToCaller(ctx, dirfd, name); err != nil {
+			return fs.ToErrno(err)
+		}
+		var e syscall.Errno
+		ch, e = n.child(ctx, dirfd, name, out)
+		return e
+	})
+	return ch, errno
+}
+
+func (n *dataNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if e := n.writable(); e != 0 {
+		return nil, e
+	}
+	var ch *fs.Inode
+	errno := n.inDir(ctx, func(dirfd int) syscall.Errno {
+		if err := unix.Symlinkat(target, dirfd, name); err != nil {
+			return fs.ToErrno(err)
+		}
+		if err := chownToCaller(ctx, dirfd, name); err != nil {
+			return fs.ToErrno(err)
+		}
+		var e syscall.Errno
+		ch, e = n.child(ctx, dirfd, name, out)
+		return e
+	})
+	return ch, errno
+}
+
+func (n *dataNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if e := n.writable(); e != 0 {
+		return nil, e
+	}
+	tn, ok := target.(*dataNode)
+	if !ok || tn.t != n.t {
+		return nil, syscall.EXDEV
+	}
+	var ch *fs.Inode
+	errno := tn.do(ctx, func(tdir int, tname string) syscall.Errno {
+		if tname == "" {
+			return syscall.EPERM
+		}
+		return n.inDir(ctx, func(dirfd int) syscall.Errno {
+			// No AT_SYMLINK_FOLLOW: a symlink is linked as itself.
+			if err := unix.Linkat(tdir, tname, dirfd, name, 0); err != nil {
+				return fs.ToErrno(err)
+			}
+			var e syscall.Errno
+			ch, e = n.child(ctx, dirfd, name, out)
+			return e
+		})
+	})
+	return ch, errno
+}
+
+func (n *dataNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	var out []byte
+	errno := n.do(ctx, func(dirfd int, name string) syscall.Errno {
+		for size := 256; ; size *= 2 {
+			buf := make([]byte, size)
+			k, err := unix.Readlinkat(dirfd, name, buf)
+			if err != nil {
+				return fs.ToErrno(err)
+			}
+			if k < size {
+				out = buf[:k]
+				return 0
+			}
+		}
+	})
+	return out, errno
+}
+
+func (n *dataNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	if e := n.writable(); e != 0 {
+		return e
+	}
+	return n.inDir(ctx, func(dirfd int) syscall.Errno { return fs.ToErrno(unix.Unlinkat(dirfd, name, 0)) })
+}
+
+func (n *dataNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if e := n.writable(); e != 0 {
+		return e
+	}
+	return n.inDir(ctx, func(dirfd int) syscall.Errno {
+		return fs.ToErrno(unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR))
+	})
+}
+
+func (n *dataNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if e := n.writable(); e != 0 {
+		return e
+	}
+	np, ok := newParent.(*dataNode)
+	if !ok || np.t != n.t {
+		return syscall.EXDEV
+	}
+	return n.inDir(ctx, func(olddir int) syscall.Errno {
+		return np.inDir(ctx, func(newdir int) syscall.Errno {
+			return fs.ToErrno(unix.Renameat2(olddir, name, newdir, newName, uint(flags)))
+		})
+	})
+}
+
+func (n *dataNode) openDir(ctx context.Context) (int, syscall.Errno) {
+	fd := -1
+	errno := n.t.withBase(ctx, func(base int) syscall.Errno {
+		var err error
+		fd, err = openRel(base, n.t.rel(n.EmbeddedInode()), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		return fs.ToErrno(err)
+	})
+	return fd, errno
+}
+
+func (n *dataNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	fd, errno := n.openDir(ctx)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	ds, errno := fs.NewLoopbackDirStreamFd(fd)
+	return ds, 0, errno
+}
+
+func (n *dataNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	fd, errno := n.openDir(ctx)
+	if errno != 0 {
+		return nil, errno
+	}
+	return fs.NewLoopbackDirStreamFd(fd)
+}
+
+func (n *dataNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	return n.t.withBase(ctx, func(base int) syscall.Errno {
+		var s syscall.Statfs_t
+		if err := syscall.Fstatfs(base, &s); err != nil {
+			return fs.ToErrno(err)
+		}
+		out.FromStatfsT(&s)
+		return 0
+	})
+}
+
+// Extended attributes: only the user.* namespace is served. Others read as
+// absent and cannot be set, so no caller reaches trusted.* or security.*
+// attributes (file capabilities) of host files through root's rights.
+
+func xattrAllowed(attr string) bool { return len(attr) > 5 && attr[:5] == "user." }
+
+// xattrPath names n for the l*xattr calls: its dir fd's /proc link plus
+// its name, so only the last component is looked up (and not followed).
+func xattrPath(dirfd int, name string) string {
+	p := "/proc/self/fd/" + strconv.Itoa(dirfd)
+	if name != "" {
+		p = path.Join(p, name)
+	}
+	return p
+}
+
+func (n *dataNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if !xattrAllowed(attr) {
+		return 0, syscall.ENODATA
+	}
+	var sz int
+	errno := n.do(ctx, func(dirfd int, name string) syscall.Errno {
+		var err error
+		if name == "" {
+			sz, err = unix.Getxattr(xattrPath(dirfd, name), attr, dest)
+		} else {
+			sz, err = unix.Lgetxattr(xattrPath(dirfd, name), attr, dest)
+		}
+		return fs.ToErrno(err)
+	})
+	return uint32(sz), errno
+}
+
+func (n *dataNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if e := n.writable(); e != 0 {
+		return e
+	}
+	if !xattrAllowed(attr) {
+		return syscall.EOPNOTSUPP
+	}
+	return n.do(ctx, func(dirfd int, name string) syscall.Errno {
+		if name == "" {
+			return fs.ToErrno(unix.Setxattr(xattrPath(dirfd, name), attr, data, int(flags)))
+		}
+		return fs.ToErrno(unix.Lsetxattr(xattrPath(dirfd, name), attr, data, int(flags)))
+	})
+}
+
+func (n *dataNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if e := n.writable(); e != 0 {
+		return e
+	}
+	if !xattrAllowed(attr) {
+		return syscall.ENODATA
+	}
+	return n.do(ctx, func(dirfd int, name string) syscall.Errno {
+		if name == "" {
+			return fs.ToErrno(unix.Removexattr(xattrPath(dirfd, name), attr))
+		}
+		return fs.ToErrno(unix.Lremovexattr(xattrPath(dirfd, name), attr))
+	})
+}
+
+func (n *dataNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	var list []byte
+	errno := n.do(ctx, func(dirfd int, name string) syscall.Errno {
+		p := xattrPath(dirfd, name)
+		listFn := unix.Llistxattr
+		if name == "" {
+			listFn = unix.Listxattr
+		}
+		sz, err := listFn(p, nil)
+		if err != nil {
+			return fs.ToErrno(err)
+		}
+		buf := make([]byte, sz)
+		sz, err = listFn(p, buf)
+		if err != nil {
+			return fs.ToErrno(err)
+		}
+		for _, a := range splitNul(buf[:sz]) {
+			if xattrAllowed(a) {
+				list = append(append(list, a...), 0)
+			}
+		}
+		return 0
+	})
+	if errno != 0 {
+		return 0, errno
+	}
+	if len(dest) < len(list) {
+		return uint32(len(list)), syscall.ERANGE
+	}
+	return uint32(copy(dest, list)), 0
+}
+
+func splitNul(b []byte) []string {
+	var out []string
+	start := 0
+	for i, c := range b {
+		if c == 0 {
+			if i > start {
+				out = append(out, string(b[start:i]))
+			}
+			start = i + 1
+		}
+	}
+	return out
+}
+
+func (n *dataNode) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle,
+	offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	in, ok1 := fhIn.(*dataFile)
+	o, ok2 := fhOut.(*dataFile)
+	if !ok1 || !ok2 {
+		return 0, syscall.EXDEV
+	}
+	if e := n.writable(); e != 0 {
+		return 0, e
+	}
+	return in.copyTo(o, offIn, offOut, length, flags)
+}

@@ -1,0 +1,108 @@
+package fsnodes
+
+import (
+	"context"
+	"hash/fnv"
+	"log/slog"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/memohfs/memohfs/control"
+)
+
+// Options shape the mount.
+type Options struct {
+	// AllowOther lets users other than root use the mount; bot dirs are
+	// 0700 to their owner and the kernel checks modes (default_permissions).
+	AllowOther bool
+	// EntryTimeout and AttrTimeout are how long the kernel may answer
+	// lookups and stats of data/ itself; changes made behind the mount
+	// (by the bot) are pushed to it by invalidation. 1s when zero.
+	EntryTimeout, AttrTimeout time.Duration
+	// Debug logs every FUSE request.
+	Debug  bool
+	Logger *slog.Logger
+}
+
+// errnoOf maps control's error kinds to errno.
+func errnoOf(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	if e, ok := err.(syscall.Errno); ok {
+		return e
+	}
+	switch control.KindOf(err) {
+	case control.KindInvalid:
+		return syscall.EINVAL
+	case control.KindNotFound:
+		return syscall.ENOENT
+	case control.KindExists:
+		return syscall.EEXIST
+	case control.KindBusy:
+		return syscall.EBUSY
+	case control.KindPermission:
+		return syscall.EACCES
+	case control.KindInterrupted:
+		return syscall.EINTR
+	}
+	return syscall.EIO
+}
+
+// stableIno gives a synthetic directory a stable inode number from its
+// identity, in [2^62, 2^63): below go-fuse's automatic numbers, above any
+// host inode number mixed as trees mix them.
+func stableIno(parts ...string) uint64 {
+	h := fnv.New64a()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()&(1<<62-1) | 1<<62
+}
+
+// Mount serves the controller's bots at dir until the server is
+// unmounted.
+func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, error) {
+	if o.EntryTimeout == 0 {
+		o.EntryTimeout = time.Second
+	}
+	if o.AttrTimeout == 0 {
+		o.AttrTimeout = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	root := newRoot(c, o)
+	entry, attr, neg := o.EntryTimeout, o.AttrTimeout, time.Duration(0)
+	opts := &fs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther: o.AllowOther,
+			// The kernel checks permissions against the modes we report:
+			// bot dirs are 0700 to their owner, host files keep theirs.
+			Options:     []string{"default_permissions"},
+			FsName:      "memohfs",
+			Name:        "memohfs",
+			EnableLocks: true,
+			DirectMount: true,
+			MaxWrite:    1 << 20,
+			Debug:       o.Debug,
+		},
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &neg,
+		NullPermissions: true,
+	}
+	server, err := fs.Mount(dir, root, opts)
+	if err != nil {
+		root.close()
+		return nil, nil, err
+	}
+	return server, root, nil
+}
+
+// ctxBackground is used for work a notification starts outside any
+// request.
+func ctxBackground() context.Context { return context.Background() }

@@ -1,0 +1,146 @@
+package fsnodes
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/memohfs/memohfs/control"
+)
+
+// Root is /M: one directory per bot. mkdir creates a bot, rmdir deletes it.
+type Root struct {
+	fs.Inode
+	c    *control.Controller
+	opts Options
+
+	changes chan control.Change
+	done    chan struct{}
+	watch   *watcher
+
+	mu   sync.Mutex
+	bots map[string]*botDir // bot dirs handed to the kernel
+}
+
+var (
+	_ fs.NodeLookuper  = (*Root)(nil)
+	_ fs.NodeReaddirer = (*Root)(nil)
+	_ fs.NodeMkdirer   = (*Root)(nil)
+	_ fs.NodeRmdirer   = (*Root)(nil)
+	_ fs.NodeGetattrer = (*Root)(nil)
+)
+
+func newRoot(c *control.Controller, o Options) *Root {
+	r := &Root{c: c, opts: o, changes: make(chan control.Change, 256), done: make(chan struct{}),
+		bots: map[string]*botDir{}}
+	r.watch = newWatcher(o.Logger)
+	c.Watch(func(ch control.Change) {
+		select {
+		case r.changes <- ch:
+		case <-r.done:
+		}
+	})
+	go r.follow()
+	return r
+}
+
+// follow applies controller changes to the kernel's caches, outside any
+// request (notifying from inside one can deadlock on the kernel's locks).
+func (r *Root) follow() {
+	for {
+		select {
+		case <-r.done:
+			return
+		case ch := <-r.changes:
+			r.mu.Lock()
+			b := r.bots[ch.Bot]
+			r.mu.Unlock()
+			switch ch.Kind {
+			case control.BotRemoved:
+				r.mu.Lock()
+				delete(r.bots, ch.Bot)
+				r.mu.Unlock()
+				if b != nil {
+					b.close()
+				}
+				r.NotifyEntry(ch.Bot)
+			case control.BotAdded:
+				r.NotifyEntry(ch.Bot)
+			case control.DataReplaced:
+				if b != nil {
+					b.dataReplaced()
+				}
+			case control.SnapshotsChanged:
+				if b != nil {
+					b.snapshotsChanged()
+				}
+			}
+		}
+	}
+}
+
+func (r *Root) close() {
+	select {
+	case <-r.done:
+	default:
+		close(r.done)
+	}
+	r.watch.close()
+}
+
+// Close stops the root's background work (after unmount).
+func (r *Root) Close() { r.close() }
+
+func (r *Root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o755
+	return 0
+}
+
+func (r *Root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	st, err := r.c.Status(name)
+	if err != nil {
+		return nil, errnoOf(err)
+	}
+	r.mu.Lock()
+	b := r.bots[name]
+	if b == nil || b.id != st.ID {
+		b = newBotDir(r, st)
+		r.bots[name] = b
+	}
+	r.mu.Unlock()
+	b.attr(&out.Attr)
+	return r.NewInode(ctx, b, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: stableIno("bot", st.ID)}), 0
+}
+
+func (r *Root) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	bots := r.c.Bots()
+	entries := make([]fuse.DirEntry, 0, len(bots))
+	for _, b := range bots {
+		st, err := r.c.Status(b.Name)
+		if err != nil {
+			continue
+		}
+		entries = append(entries, fuse.DirEntry{Name: b.Name, Mode: syscall.S_IFDIR, Ino: stableIno("bot", st.ID)})
+	}
+	return fs.NewListDirStream(entries), 0
+}
+
+func (r *Root) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	uid := uint32(0)
+	if c, ok := fuse.FromContext(ctx); ok {
+		uid = c.Uid
+	}
+	if err := r.c.Create(ctx, name, uid); err != nil {
+		return nil, errnoOf(err)
+	}
+	return r.Lookup(ctx, name, out)
+}
+
+func (r *Root) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if err := r.c.Delete(ctx, name); err != nil {
+		return errnoOf(err)
+	}
+	return 0
+}

@@ -1,0 +1,133 @@
+package fsnodes_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/memohfs/memohfs/fsnodes"
+	"github.com/memohfs/memohfs/runtime"
+)
+
+// TestShellScenario is the user's walk through a bot's life, with plain
+// file operations on the mount.
+func TestShellScenario(t *testing.T) {
+	s := newStack(t, fsnodes.Options{})
+	ctx := t.Context()
+
+	if err := os.Mkdir(s.path("b1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(s.mnt)
+	if len(entries) != 1 || entries[0].Name() != "b1" {
+		t.Fatalf("ls /M: %v", entries)
+	}
+	want := []string{"ctl", "data", "err", "events", "log", "skills", "snapshots", "status"}
+	var got []string
+	list, _ := os.ReadDir(s.path("b1"))
+	for _, e := range list {
+		got = append(got, e.Name())
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("ls /M/b1: %v", got)
+	}
+	if st := s.status("b1"); st["state"] != "created" || st["pid"] != "-" {
+		t.Fatalf("status after mkdir: %v", st)
+	}
+	if !strings.Contains(s.read("b1", "ctl"), "snapshot [NAME]") {
+		t.Fatalf("ctl help: %s", s.read("b1", "ctl"))
+	}
+
+	s.mustSh(`echo start > $M/b1/ctl`)
+	st := s.status("b1")
+	if st["state"] != "running" || st["pid"] == "-" || st["ip"] == "-" || st["container"] != "memohfs-b1" {
+		t.Fatalf("status after start: %v", st)
+	}
+	pid := st["pid"]
+
+	// Host -> container.
+	s.mustSh(`echo hello > $M/b1/data/x`)
+	if out, code := s.exec("b1", "cat", "/data/x"); code != 0 || out != "hello\n" {
+		t.Fatalf("container sees /data/x: %d %q", code, out)
+	}
+	// Container -> host, at once.
+	if out, code := s.exec("b1", "sh", "-c", "echo from-bot > /data/y"); code != 0 {
+		t.Fatalf("write /data/y: %d %s", code, out)
+	}
+	if got := s.read("b1", "data", "y"); got != "from-bot\n" {
+		t.Fatalf("data/y = %q", got)
+	}
+
+	s.mustSh(`echo 'snapshot s1' > $M/b1/ctl`)
+	if st := s.status("b1"); st["state"] != "running" || st["pid"] != pid || st["snapshots"] != "1" || st["version"] != "1" {
+		t.Fatalf("status after snapshot: %v (pid was %s)", st, pid)
+	}
+	if ls := s.mustSh(`ls $M/b1/snapshots/`); ls != "s1\n" {
+		t.Fatalf("ls snapshots: %q", ls)
+	}
+	if got := s.read("b1", "snapshots", "s1", "data", "x"); got != "hello\n" {
+		t.Fatalf("snapshots/s1/data/x = %q", got)
+	}
+	info := s.read("b1", "snapshots", "s1", "info")
+	if !strings.Contains(info, "name s1\n") || !strings.Contains(info, "version 1\n") || !strings.Contains(info, "source manual\n") {
+		t.Fatalf("info: %s", info)
+	}
+	if _, err := os.Stat(s.path("b1", "snapshots", "s1", "rootfs", "bin", "busybox")); err != nil {
+		t.Fatalf("snapshot rootfs view: %v", err)
+	}
+	if err := os.WriteFile(s.path("b1", "snapshots", "s1", "data", "x"), []byte("no"), 0o644); !errnoIs(err, syscall.EROFS) && !errnoIs(err, syscall.EACCES) {
+		t.Fatalf("snapshot data is writable: %v", err)
+	}
+
+	s.mustSh(`echo changed > $M/b1/data/x`)
+	s.mustSh(`echo 'restore s1' > $M/b1/ctl`)
+	if got := s.read("b1", "data", "x"); got != "hello\n" {
+		t.Fatalf("data/x after restore = %q", got)
+	}
+	st = s.status("b1")
+	if st["state"] != "running" || st["pid"] == pid {
+		t.Fatalf("status after restore: %v", st)
+	}
+	if ls := s.mustSh(`ls $M/b1/snapshots/`); ls != "pre-restore-2\ns1\n" {
+		t.Fatalf("snapshots after restore: %q", ls)
+	}
+	if got := s.read("b1", "snapshots", "pre-restore-2", "data", "x"); got != "changed\n" {
+		t.Fatalf("the pre-restore snapshot keeps what was there: %q", got)
+	}
+
+	s.mustSh(`echo stop > $M/b1/ctl`)
+	if st := s.status("b1"); st["state"] != "stopped" || st["pid"] != "-" || st["exit"] != "0" {
+		t.Fatalf("status after stop: %v", st)
+	}
+	events := s.mustSh(`dd if=$M/b1/events iflag=nonblock status=none`)
+	for _, typ := range []string{" create ", " start ", " snapshot ", " restore ", " stop "} {
+		if !strings.Contains(events, typ) {
+			t.Fatalf("events lack %q:\n%s", typ, events)
+		}
+	}
+
+	if err := os.Remove(s.path("b1")); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(s.mnt); len(entries) != 0 {
+		t.Fatalf("ls after rmdir: %v", entries)
+	}
+	if _, err := s.rt.Container(ctx, "b1"); err == nil {
+		t.Fatal("container left after rmdir")
+	}
+	if _, err := s.st.GetBot(ctx, "b1"); err == nil {
+		t.Fatal("record left after rmdir")
+	}
+	kept, _ := filepath.Glob(filepath.Join(s.root, "trash", "b1-*", "data", "x"))
+	if len(kept) != 1 {
+		t.Fatalf("data not kept aside: %v", kept)
+	}
+	if b, _ := os.ReadFile(kept[0]); string(b) != "hello\n" {
+		t.Fatalf("kept data/x = %q", b)
+	}
+	_ = runtime.ContainerID
+	_ = time.Second
+}

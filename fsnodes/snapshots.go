@@ -1,0 +1,150 @@
+package fsnodes
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// snapshotsDir is /M/<bot>/snapshots: one directory per snapshot; mkdir
+// NAME takes one, rmdir NAME drops it.
+type snapshotsDir struct {
+	fs.Inode
+	b *botDir
+}
+
+var (
+	_ fs.NodeLookuper  = (*snapshotsDir)(nil)
+	_ fs.NodeReaddirer = (*snapshotsDir)(nil)
+	_ fs.NodeMkdirer   = (*snapshotsDir)(nil)
+	_ fs.NodeRmdirer   = (*snapshotsDir)(nil)
+	_ fs.NodeGetattrer = (*snapshotsDir)(nil)
+)
+
+func (d *snapshotsDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o755
+	out.Uid = d.b.owner
+	return 0
+}
+
+func (d *snapshotsDir) ino(name string) uint64 { return stableIno("snapshot", d.b.id, name) }
+
+func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	info, err := d.b.r.c.Snapshot(ctx, d.b.name, name)
+	if err != nil {
+		return nil, errnoOf(err)
+	}
+	if ch := d.GetChild(name); ch != nil {
+		if s, ok := ch.Operations().(*snapDir); ok && s.version == info.Version {
+			s.attr(&out.Attr)
+			return ch, 0
+		}
+	}
+	s := &snapDir{d: d, name: name, version: info.Version, created: uint64(info.Created.Unix())}
+	s.attr(&out.Attr)
+	return d.NewInode(ctx, s, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: d.ino(name), Gen: uint64(info.Version)}), 0
+}
+
+func (d *snapshotsDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	list, err := d.b.r.c.Snapshots(ctx, d.b.name)
+	if err != nil {
+		return nil, errnoOf(err)
+	}
+	entries := make([]fuse.DirEntry, 0, len(list))
+	for _, s := range list {
+		entries = append(entries, fuse.DirEntry{Name: s.Name, Mode: syscall.S_IFDIR, Ino: d.ino(s.Name)})
+	}
+	return fs.NewListDirStream(entries), 0
+}
+
+func (d *snapshotsDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if err := d.b.r.c.TakeSnapshot(ctx, d.b.name, name); err != nil {
+		return nil, errnoOf(err)
+	}
+	return d.Lookup(ctx, name, out)
+}
+
+func (d *snapshotsDir) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if ch := d.GetChild(name); ch != nil {
+		if s, ok := ch.Operations().(*snapDir); ok {
+			s.release()
+		}
+	}
+	return errnoOf(d.b.r.c.DropSnapshot(ctx, d.b.name, name))
+}
+
+// refresh forgets snapshot dirs that no longer exist.
+func (d *snapshotsDir) refresh() {
+	list, err := d.b.r.c.Snapshots(ctxBackground(), d.b.name)
+	if err != nil {
+		return
+	}
+	have := map[string]bool{}
+	for _, s := range list {
+		have[s.Name] = true
+	}
+	for name, ch := range d.Children() {
+		if !have[name] {
+			if s, ok := ch.Operations().(*snapDir); ok {
+				s.release()
+			}
+			d.RmChild(name)
+			d.NotifyEntry(name)
+		}
+	}
+}
+
+// snapDir is snapshots/<name>: info, and read-only views of the rootfs
+// and of data/ at that snapshot.
+type snapDir struct {
+	fs.Inode
+	d       *snapshotsDir
+	name    string
+	version int
+	created uint64
+
+	rootfs, data *tree
+}
+
+var (
+	_ fs.NodeOnAdder   = (*snapDir)(nil)
+	_ fs.NodeGetattrer = (*snapDir)(nil)
+)
+
+func (s *snapDir) attr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFDIR | 0o555
+	a.Uid = s.d.b.owner
+	a.Mtime, a.Ctime, a.Atime = s.created, s.created, s.created
+}
+
+func (s *snapDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	s.attr(&out.Attr)
+	return 0
+}
+
+func (s *snapDir) OnAdd(ctx context.Context) {
+	c, bot, name := s.d.b.r.c, s.d.b.name, s.name
+	s.rootfs = newTree(func(ctx context.Context) (string, error) { return c.SnapshotRootfs(ctx, bot, name) }, "", true)
+	s.data = newTree(func(ctx context.Context) (string, error) { return c.SnapshotData(ctx, bot, name) }, "", true)
+	add := func(n string, node fs.InodeEmbedder, mode uint32) {
+		s.AddChild(n, s.NewPersistentInode(ctx, node, fs.StableAttr{Mode: mode}), false)
+	}
+	add("info", &textFile{owner: s.d.b.owner, render: func(ctx context.Context) ([]byte, error) {
+		info, err := c.Snapshot(ctx, bot, name)
+		return []byte(info.String()), err
+	}}, syscall.S_IFREG)
+	add("rootfs", &dataNode{t: s.rootfs}, syscall.S_IFDIR)
+	add("data", &dataNode{t: s.data}, syscall.S_IFDIR)
+}
+
+// release closes the views' fds, so the snapshot can be dropped.
+func (s *snapDir) release() {
+	if s.rootfs != nil {
+		s.rootfs.reset()
+	}
+	if s.data != nil {
+		s.data.reset()
+	}
+}

@@ -1,0 +1,185 @@
+package fsnodes
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"path"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// A tree serves a host directory it does not trust (a bot's data dir, a
+// snapshot's copy of it, a snapshot's rootfs) as a subtree of the mount.
+//
+// Every host access resolves the node's path relative to an open fd of
+// the tree's base directory with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)
+// and then acts on the last component with no-follow semantics. A symlink
+// anywhere in the tree, planted by the bot or swapped in during an
+// operation, is never followed by the daemon: symlinks are returned to the
+// kernel, which resolves them in the caller's context with the caller's
+// rights.
+type tree struct {
+	id       uint64 // mixed into inode generations: trees never share inodes
+	readOnly bool
+	// resolve gives the trusted base directory (created by memohfs or the
+	// runtime); it may be slow (a snapshot view is mounted on first use).
+	resolve func(ctx context.Context) (string, error)
+	// prefix is a path inside base where the tree starts (".skills");
+	// it is resolved like any other path, so it may not be a symlink.
+	prefix string
+
+	mu      sync.RWMutex
+	baseFd  int // O_PATH fd of the base dir; -1 until resolved
+	baseDev uint64
+
+	root *fs.Inode // the tree's root node, set when it is added
+}
+
+var treeIDs struct {
+	sync.Mutex
+	next uint64
+}
+
+func newTree(resolve func(ctx context.Context) (string, error), prefix string, readOnly bool) *tree {
+	treeIDs.Lock()
+	treeIDs.next++
+	id := treeIDs.next
+	treeIDs.Unlock()
+	return &tree{id: id, resolve: resolve, prefix: prefix, readOnly: readOnly, baseFd: -1}
+}
+
+// withBase runs fn with the base dir fd, opening it first if needed. The
+// fd stays valid while fn runs.
+func (t *tree) withBase(ctx context.Context, fn func(base int) syscall.Errno) syscall.Errno {
+	t.mu.RLock()
+	if t.baseFd >= 0 {
+		defer t.mu.RUnlock()
+		return fn(t.baseFd)
+	}
+	t.mu.RUnlock()
+	t.mu.Lock()
+	if t.baseFd < 0 {
+		dir, err := t.resolve(ctx)
+		if err != nil {
+			t.mu.Unlock()
+			return errnoOf(err)
+		}
+		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.mu.Unlock()
+			return fs.ToErrno(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			t.mu.Unlock()
+			return fs.ToErrno(err)
+		}
+		t.baseFd, t.baseDev = fd, st.Dev
+	}
+	t.mu.Unlock()
+	return t.withBase(ctx, fn)
+}
+
+// reset drops the base fd; the next operation resolves the base again
+// (the data dir was replaced by a restore).
+func (t *tree) reset() {
+	t.mu.Lock()
+	if t.baseFd >= 0 {
+		unix.Close(t.baseFd)
+		t.baseFd = -1
+	}
+	t.mu.Unlock()
+}
+
+// rel is the path of node n relative to the base dir ("." for the base).
+func (t *tree) rel(n *fs.Inode) string {
+	p := n.Path(t.root)
+	if t.prefix != "" {
+		p = path.Join(t.prefix, p)
+	}
+	if p == "" {
+		return "."
+	}
+	return p
+}
+
+const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// openRel opens rel beneath the base, refusing symlinks on the way.
+func openRel(base int, rel string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Openat2(base, rel, &unix.OpenHow{
+			Flags: uint64(flags | unix.O_CLOEXEC), Mode: uint64(mode), Resolve: resolveFlags,
+		})
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			continue // a rename raced the lookup; resolve again
+		}
+		if errors.Is(err, unix.EXDEV) {
+			return -1, unix.ENOENT // escaping paths do not exist here
+		}
+		return fd, err
+	}
+}
+
+// dirOf opens the directory holding node n and returns it with n's name
+// in it. For the tree's own root it opens the root's parent... which is
+// never needed: callers handle the root (name ".") with the fd itself.
+func (t *tree) at(base int, n *fs.Inode) (dirfd int, name string, err error) {
+	rel := t.rel(n)
+	dir, name := path.Split(rel)
+	if dir == "" {
+		dir = "."
+	}
+	if rel == "." {
+		fd, err := openRel(base, ".", unix.O_PATH|unix.O_DIRECTORY, 0)
+		return fd, "", err
+	}
+	fd, err := openRel(base, dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	return fd, name, err
+}
+
+// stable gives the identity of a host file in this tree: its inode number
+// (mixed with the device when it differs from the base's, as in go-fuse's
+// loopback) and a generation from the tree and the file's birth time.
+func (t *tree) stable(x *unix.Statx_t) fs.StableAttr {
+	dev := unix.Mkdev(x.Dev_major, x.Dev_minor)
+	swapped := (dev << 32) | (dev >> 32)
+	baseSwapped := (t.baseDev << 32) | (t.baseDev >> 32)
+	h := fnv.New64a()
+	h.Write([]byte(strconv.FormatUint(t.id, 10) + "/" +
+		strconv.FormatInt(x.Btime.Sec, 10) + "." + strconv.FormatUint(uint64(x.Btime.Nsec), 10)))
+	return fs.StableAttr{Mode: uint32(x.Mode) & unix.S_IFMT, Ino: (swapped ^ baseSwapped) ^ x.Ino, Gen: h.Sum64() | 1}
+}
+
+const statxMask = unix.STATX_BASIC_STATS | unix.STATX_BTIME
+
+// statx stats name in dirfd without following it ("" = dirfd itself).
+func statx(dirfd int, name string, x *unix.Statx_t) error {
+	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_SYNC_AS_STAT
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	return unix.Statx(dirfd, name, flags, statxMask, x)
+}
+
+// attrFromStatx fills a FUSE attr from statx.
+func attrFromStatx(a *fuse.Attr, x *unix.Statx_t) {
+	a.Ino = x.Ino
+	a.Size = x.Size
+	a.Blocks = x.Blocks
+	a.Atime, a.Atimensec = uint64(x.Atime.Sec), x.Atime.Nsec
+	a.Mtime, a.Mtimensec = uint64(x.Mtime.Sec), x.Mtime.Nsec
+	a.Ctime, a.Ctimensec = uint64(x.Ctime.Sec), x.Ctime.Nsec
+	a.Mode = uint32(x.Mode)
+	a.Nlink = x.Nlink
+	a.Uid, a.Gid = x.Uid, x.Gid
+	a.Rdev = uint32(unix.Mkdev(x.Rdev_major, x.Rdev_minor))
+	a.Blksize = x.Blksize
+}
