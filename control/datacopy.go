@@ -285,4 +285,3 @@ func setMeta(path string, st *unix.Stat_t, follow bool) error {
 func swapDirs(a, b string) error {
 	return unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
 }
-

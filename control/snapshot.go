@@ -346,4 +346,3 @@ func (c *Controller) restore(ctx context.Context, b *bot, snap string) error {
 	}
 	return nil
 }
-

@@ -52,7 +52,9 @@ var verbs = []verb{
 			return err
 		}},
 	{"restore", 1, 1, "restore NAME", "snapshot as pre-restore-<version>, stop, put rootfs and data/ back to NAME, start if it ran",
-		func(c *Controller, ctx context.Context, b *bot, args []string) error { return c.restore(ctx, b, args[0]) }},
+		func(c *Controller, ctx context.Context, b *bot, args []string) error {
+			return c.restore(ctx, b, args[0])
+		}},
 }
 
 // maxGrace bounds stop's SECONDS.
