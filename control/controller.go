@@ -278,7 +278,9 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 	defer b.unlock()
 	switch st := b.getState(); st {
 	case StateRunning, StateStarting, StateStopping, StateSnapshotting, StateRestoring:
-		return errorf(KindBusy, "bot %q is %s: stop it first", name, st)
+		err := errorf(KindBusy, "rmdir: bot %q is %s: stop it first", name, st)
+		b.setErr(err.Error())
+		return err
 	}
 	id := b.id()
 	// The intent goes first: a crash from here on leaves a record that

@@ -37,6 +37,10 @@ func newBotDir(r *Root, st control.Status) *botDir {
 	}
 	b.data = newTree(base, "", false)
 	b.skills = newTree(base, ".skills", false)
+	// skills/ and data/.skills are two views of the same files: neither
+	// is cached by the kernel, so each sees the other's changes at once.
+	underSkills := func(rel string) bool { _, ok := cutPrefixDir(rel, ".skills"); return ok }
+	b.data.uncached, b.skills.uncached = underSkills, underSkills
 	return b
 }
 

@@ -94,7 +94,17 @@ func (n *dataNode) child(ctx context.Context, dirfd int, name string, out *fuse.
 		return nil, fs.ToErrno(err)
 	}
 	attrFromStatx(&out.Attr, &x)
+	n.cacheHint(name, out)
 	return n.NewInode(ctx, &dataNode{t: n.t}, n.t.stable(&x)), 0
+}
+
+// cacheHint zeroes the kernel cache timeouts for a child the tree does
+// not let the kernel cache.
+func (n *dataNode) cacheHint(name string, out *fuse.EntryOut) {
+	if n.t.noCache(path.Join(n.t.rel(n.EmbeddedInode()), name)) {
+		out.SetEntryTimeout(0)
+		out.SetAttrTimeout(0)
+	}
 }
 
 func (n *dataNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -117,6 +127,9 @@ func (n *dataNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 			return fs.ToErrno(err)
 		}
 		attrFromStatx(&out.Attr, &x)
+		if n.t.noCache(n.t.rel(n.EmbeddedInode())) {
+			out.SetTimeout(0)
+		}
 		return 0
 	})
 }
@@ -336,6 +349,7 @@ func (n *dataNode) Create(ctx context.Context, name string, flags, mode uint32, 
 			return fs.ToErrno(err)
 		}
 		attrFromStatx(&out.Attr, &x)
+		n.cacheHint(name, out)
 		ch = n.NewInode(ctx, &dataNode{t: n.t}, n.t.stable(&x))
 		fh = newDataFile(fd)
 		return 0

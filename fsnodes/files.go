@@ -173,12 +173,16 @@ func (f *eventsFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, of
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	// The wait ends with the reader (interrupt) or with the mount.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(f.b.r.life, cancel)()
 	for off >= int64(len(h.buf)) {
 		wait := h.loaded && !h.nonblock
 		evs, err := f.b.r.c.Events(ctx, f.b.name, h.last, wait)
 		if err != nil {
-			if control.KindOf(err) == control.KindNotFound {
-				return fuse.ReadResultData(nil), 0 // the bot is gone: end of file
+			if control.KindOf(err) == control.KindNotFound || f.b.r.life.Err() != nil {
+				return fuse.ReadResultData(nil), 0 // the bot or the mount is gone: end of file
 			}
 			return nil, errnoOf(err)
 		}

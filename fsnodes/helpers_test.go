@@ -59,11 +59,11 @@ func newStack(t *testing.T, opts fsnodes.Options) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		root.Close() // ends blocked event readers first
 		if err := server.Unmount(); err != nil {
 			t.Errorf("unmount: %v", err)
-			syscall.Unmount(s.mnt, syscall.MNT_DETACH)
+			testenv.AbortFUSE(s.mnt)
 		}
-		root.Close()
 	})
 	return s
 }

@@ -18,6 +18,8 @@ type Root struct {
 
 	changes chan control.Change
 	done    chan struct{}
+	life    context.Context // ends at Close: wakes readers waiting on events
+	endLife context.CancelFunc
 	watch   *watcher
 
 	mu   sync.Mutex
@@ -35,6 +37,7 @@ var (
 func newRoot(c *control.Controller, o Options) *Root {
 	r := &Root{c: c, opts: o, changes: make(chan control.Change, 256), done: make(chan struct{}),
 		bots: map[string]*botDir{}}
+	r.life, r.endLife = context.WithCancel(context.Background())
 	r.watch = newWatcher(o.Logger)
 	c.Watch(func(ch control.Change) {
 		select {
@@ -82,6 +85,7 @@ func (r *Root) follow() {
 }
 
 func (r *Root) close() {
+	r.endLife()
 	select {
 	case <-r.done:
 	default:
@@ -90,7 +94,8 @@ func (r *Root) close() {
 	r.watch.close()
 }
 
-// Close stops the root's background work (after unmount).
+// Close stops the root's background work and ends reads waiting for
+// events (they return end-of-file), so the mount can be unmounted.
 func (r *Root) Close() { r.close() }
 
 func (r *Root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {

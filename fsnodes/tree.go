@@ -33,6 +33,10 @@ type tree struct {
 	// prefix is a path inside base where the tree starts (".skills");
 	// it is resolved like any other path, so it may not be a symlink.
 	prefix string
+	// uncached marks paths (relative to base) the kernel must not cache:
+	// those another tree shows too (data/.skills is skills/), so a change
+	// through one view is seen at once through the other.
+	uncached func(rel string) bool
 
 	mu      sync.RWMutex
 	baseFd  int // O_PATH fd of the base dir; -1 until resolved
@@ -111,6 +115,9 @@ func (t *tree) rel(n *fs.Inode) string {
 }
 
 const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// noCache reports whether the kernel may not cache rel.
+func (t *tree) noCache(rel string) bool { return t.uncached != nil && t.uncached(rel) }
 
 // openRel opens rel beneath the base, refusing symlinks on the way.
 func openRel(base int, rel string, flags int, mode uint32) (int, error) {

@@ -70,3 +70,29 @@ func unescapeMount(s string) string {
 	}
 	return b.String()
 }
+
+// AbortFUSE aborts the FUSE connection of the mount at mnt and detaches
+// it, so no request to a dead or stuck server can hang the test process
+// (a thread waiting on FUSE cannot be killed otherwise). It never touches
+// the mount itself (a stat could hang).
+func AbortFUSE(mnt string) error {
+	if entries, _ := os.ReadDir("/sys/fs/fuse/connections"); len(entries) == 0 {
+		syscall.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "")
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || unescapeMount(fields[4]) != filepath.Clean(mnt) {
+			continue
+		}
+		if _, minor, ok := strings.Cut(fields[2], ":"); ok {
+			os.WriteFile(filepath.Join("/sys/fs/fuse/connections", minor, "abort"), []byte("1"), 0)
+		}
+	}
+	f.Close()
+	return syscall.Unmount(mnt, syscall.MNT_DETACH)
+}

@@ -1,0 +1,163 @@
+package fsnodes_test
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/memohfs/memohfs/fsnodes"
+)
+
+// TestEventsFollow: a reader of events gets the history, then blocks at
+// the end until the next event arrives.
+func TestEventsFollow(t *testing.T) {
+	s := newStack(t, fsnodes.Options{})
+	must(t, os.Mkdir(s.path("ev"), 0o755))
+	f, err := os.Open(s.path("ev", "events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No defer f.Close(): closing a file another goroutine reads waits for
+	// that read. The reader ends when the bot is deleted, below.
+	lines := make(chan string, 16)
+	go func() {
+		r := bufio.NewReader(f)
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				close(lines)
+				return
+			}
+			lines <- l
+		}
+	}()
+	next := func() string {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("events ended")
+			}
+			return l
+		case <-time.After(20 * time.Second):
+			t.Fatal("no event line within 20s")
+		}
+		return ""
+	}
+	if l := next(); !strings.Contains(l, " create ") {
+		t.Fatalf("history starts with %q", l)
+	}
+	select {
+	case l := <-lines:
+		t.Fatalf("a line before any new event: %q", l)
+	case <-time.After(300 * time.Millisecond):
+	}
+	s.mustCtl("ev", "start")
+	l := next()
+	fields := strings.Fields(l)
+	if len(fields) < 3 || fields[1] != "start" || !strings.Contains(l, "pid=") {
+		t.Fatalf("start event line %q", l)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, fields[0]); err != nil {
+		t.Fatalf("event time %q: %v", fields[0], err)
+	}
+	s.mustCtl("ev", "stop 1")
+	if l := next(); !strings.Contains(l, " stop ") {
+		t.Fatalf("stop event line %q", l)
+	}
+	// Deleting the bot ends its readers with end-of-file.
+	must(t, os.Remove(s.path("ev")))
+	select {
+	case l, ok := <-lines:
+		if ok {
+			t.Fatalf("a line after delete: %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the events reader did not end when the bot was deleted")
+	}
+	f.Close()
+}
+
+// TestSelfExit: a bot whose process ends by itself shows stopped with its
+// exit code within a second, and the exit is an event.
+func TestSelfExit(t *testing.T) {
+	s := newStack(t, fsnodes.Options{})
+	must(t, os.Mkdir(s.path("brief"), 0o755))
+	s.mustCtl("brief", "start")
+	pid := s.status("brief")["pid"]
+	n, _ := strconv.Atoi(pid)
+	// Killed from outside, as the OOM killer would.
+	must(t, syscall.Kill(n, syscall.SIGKILL))
+	start := time.Now()
+	eventually(t, time.Second, "status shows the exit", func() bool {
+		st := s.status("brief")
+		return st["state"] == "stopped" && st["exit"] == "137" && st["pid"] == "-"
+	})
+	t.Logf("exit visible in status after %s (pid was %s)", time.Since(start), pid)
+	eventually(t, 10*time.Second, "exit event", func() bool {
+		out, _ := s.sh(`dd if=$M/brief/events iflag=nonblock status=none`)
+		return strings.Contains(out, " exit ") && strings.Contains(out, "exit=137")
+	})
+	// It starts again.
+	s.mustCtl("brief", "start")
+	if st := s.status("brief"); st["state"] != "running" || st["pid"] == pid {
+		t.Fatalf("restart after exit: %v", st)
+	}
+}
+
+// TestLog: log has the bot's output, with an honest size that grows.
+func TestLog(t *testing.T) {
+	s := newStack(t, fsnodes.Options{})
+	must(t, os.Mkdir(s.path("talky"), 0o755))
+	s.mustCtl("talky", "start")
+	eventually(t, 10*time.Second, "the bot's first line in log", func() bool {
+		b, _ := os.ReadFile(s.path("talky", "log"))
+		return strings.Contains(string(b), "memohfs bot talky up")
+	})
+	fi, err := os.Stat(s.path("talky", "log"))
+	if err != nil || fi.Size() == 0 {
+		t.Fatalf("log size: %v %v", fi, err)
+	}
+	s.mustCtl("talky", "stop")
+	eventually(t, 5*time.Second, "log grows", func() bool {
+		fi2, _ := os.Stat(s.path("talky", "log"))
+		return fi2 != nil && fi2.Size() > fi.Size()
+	})
+	if err := os.WriteFile(s.path("talky", "log"), []byte("x"), 0); !errnoIs(err, syscall.EACCES) {
+		t.Fatalf("log is writable: %v", err)
+	}
+}
+
+// TestSkills: skills/ and data/.skills are the same files.
+func TestSkills(t *testing.T) {
+	s := newStack(t, fsnodes.Options{})
+	must(t, os.Mkdir(s.path("sk"), 0o755))
+	must(t, os.Mkdir(s.path("sk", "skills", "greet"), 0o755))
+	must(t, os.WriteFile(s.path("sk", "skills", "greet", "SKILL.md"), []byte("---\nname: greet\n---\nSay hi.\n"), 0o644))
+	if got := s.read("sk", "data", ".skills", "greet", "SKILL.md"); !strings.Contains(got, "Say hi.") {
+		t.Fatalf("data/.skills view: %q", got)
+	}
+	must(t, os.MkdirAll(filepath.Join(s.root, "bots", "sk", ".skills", "bye"), 0o755))
+	must(t, os.WriteFile(filepath.Join(s.root, "bots", "sk", ".skills", "bye", "SKILL.md"), []byte("Bye.\n"), 0o644))
+	if got := s.read("sk", "skills", "bye", "SKILL.md"); got != "Bye.\n" {
+		t.Fatalf("skills view of a host-side skill: %q", got)
+	}
+	entries, _ := os.ReadDir(s.path("sk", "skills"))
+	if len(entries) != 2 {
+		t.Fatalf("ls skills: %v", entries)
+	}
+	must(t, os.RemoveAll(s.path("sk", "skills", "greet")))
+	if _, err := os.Stat(s.path("sk", "data", ".skills", "greet")); !os.IsNotExist(err) {
+		t.Fatalf("removed skill still in data: %v", err)
+	}
+	// .skills gone (the bot deleted it): skills/ is empty, and works again.
+	must(t, os.RemoveAll(filepath.Join(s.root, "bots", "sk", ".skills")))
+	if entries, err := os.ReadDir(s.path("sk", "skills")); err != nil || len(entries) != 0 {
+		t.Fatalf("skills without .skills: %v %v", entries, err)
+	}
+	must(t, os.Mkdir(s.path("sk", "skills", "again"), 0o755))
+}
