@@ -35,17 +35,17 @@ func TestParseCtl(t *testing.T) {
 		}
 	}
 	bad := map[string]string{
-		"":                "empty",
-		"\n \n":           "empty",
-		"bogus":           "unknown verb",
-		"start now":       "usage: start",
-		"restore":         "usage: restore NAME",
-		"snapshot a b":    "usage: snapshot [NAME]",
-		"start\nbogus":    "line 2: unknown verb",
-		"start\x00":       "NUL",
-		"stop 1 2":        "usage: stop",
-		"Start":           "unknown verb",
-		"stop -1":         "", // rejected when it runs: see TestParseSeconds
+		"":                               "empty",
+		"\n \n":                          "empty",
+		"bogus":                          "unknown verb",
+		"start now":                      "usage: start",
+		"restore":                        "usage: restore NAME",
+		"snapshot a b":                   "usage: snapshot [NAME]",
+		"start\nbogus":                   "line 2: unknown verb",
+		"start\x00":                      "NUL",
+		"stop 1 2":                       "usage: stop",
+		"Start":                          "unknown verb",
+		"stop -1":                        "", // rejected when it runs: see TestParseSeconds
 		strings.Repeat("start\n", 20000): "at most",
 	}
 	for in, want := range bad {
