@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"strconv"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -17,6 +18,56 @@ import (
 type dataNode struct {
 	fs.Inode
 	t *tree
+
+	// open holds fds of the node's open handles, for what must work on a
+	// node that has no path any more: fstat of an open directory renamed
+	// over, linking an O_TMPFILE file into place.
+	mu   sync.Mutex
+	open map[int]int // fd -> handles using it
+}
+
+func (n *dataNode) track(fd int) {
+	n.mu.Lock()
+	if n.open == nil {
+		n.open = map[int]int{}
+	}
+	n.open[fd]++
+	n.mu.Unlock()
+}
+
+func (n *dataNode) untrack(fd int) {
+	n.mu.Lock()
+	if n.open[fd]--; n.open[fd] <= 0 {
+		delete(n.open, fd)
+	}
+	n.mu.Unlock()
+}
+
+// withOpenFd runs fn with a dup of one of the node's open fds.
+func (n *dataNode) withOpenFd(fn func(fd int) syscall.Errno) syscall.Errno {
+	n.mu.Lock()
+	fd := -1
+	for f := range n.open {
+		if d, err := unix.Dup(f); err == nil {
+			fd = d
+			break
+		}
+	}
+	n.mu.Unlock()
+	if fd < 0 {
+		return syscall.ENOENT
+	}
+	defer unix.Close(fd)
+	return fn(fd)
+}
+
+// orphan reports whether the node has no path (deleted or renamed over).
+func (n *dataNode) orphan() bool {
+	if n.EmbeddedInode() == n.t.root {
+		return false
+	}
+	_, p := n.Parent()
+	return p == nil
 }
 
 var (
@@ -120,6 +171,16 @@ func (n *dataNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 func (n *dataNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if df, ok := f.(*dataFile); ok {
 		return df.Getattr(ctx, out)
+	}
+	if n.orphan() {
+		return n.withOpenFd(func(fd int) syscall.Errno {
+			var x unix.Statx_t
+			if err := statx(fd, "", &x); err != nil {
+				return fs.ToErrno(err)
+			}
+			attrFromStatx(&out.Attr, &x)
+			return 0
+		})
 	}
 	return n.do(ctx, func(dirfd int, name string) syscall.Errno {
 		var x unix.Statx_t
@@ -273,7 +334,7 @@ func (n *dataNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		if e != 0 {
 			return e
 		}
-		fh = newDataFile(fd)
+		fh = n.newFile(fd)
 		return 0
 	})
 	return fh, 0, errno
@@ -296,8 +357,10 @@ func openRegular(base int, rel string, flags int) (int, syscall.Errno) {
 	case unix.S_IFREG:
 	case unix.S_IFDIR:
 		return -1, syscall.EISDIR
+	case unix.S_IFLNK:
+		return -1, syscall.ELOOP // swapped in since the lookup: not followed
 	default:
-		return -1, syscall.EACCES
+		return -1, syscall.EACCES // a device or fifo is never opened for real
 	}
 	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(pfd), flags|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
@@ -351,7 +414,7 @@ func (n *dataNode) Create(ctx context.Context, name string, flags, mode uint32, 
 		attrFromStatx(&out.Attr, &x)
 		n.cacheHint(name, out)
 		ch = n.NewInode(ctx, &dataNode{t: n.t}, n.t.stable(&x))
-		fh = newDataFile(fd)
+		fh = ch.Operations().(*dataNode).newFile(fd)
 		return 0
 	})
 	return ch, fh, 0, errno
@@ -428,6 +491,21 @@ func (n *dataNode) Link(ctx context.Context, target fs.InodeEmbedder, name strin
 		return nil, syscall.EXDEV
 	}
 	var ch *fs.Inode
+	if tn.orphan() {
+		// An O_TMPFILE file (or a deleted one someone holds open) gets a
+		// name through its fd.
+		errno := tn.withOpenFd(func(fd int) syscall.Errno {
+			return n.inDir(ctx, func(dirfd int) syscall.Errno {
+				if err := unix.Linkat(fd, "", dirfd, name, unix.AT_EMPTY_PATH); err != nil {
+					return fs.ToErrno(err)
+				}
+				var e syscall.Errno
+				ch, e = n.child(ctx, dirfd, name, out)
+				return e
+			})
+		})
+		return ch, errno
+	}
 	errno := tn.do(ctx, func(tdir int, tname string) syscall.Errno {
 		if tname == "" {
 			return syscall.EPERM
@@ -509,8 +587,85 @@ func (n *dataNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHand
 	if errno != 0 {
 		return nil, 0, errno
 	}
+	pfd, err := unix.Dup(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, 0, fs.ToErrno(err)
+	}
 	ds, errno := fs.NewLoopbackDirStreamFd(fd)
-	return ds, 0, errno
+	if errno != 0 {
+		unix.Close(pfd)
+		return nil, 0, errno
+	}
+	n.track(pfd)
+	return &dirHandle{DirStream: ds, n: n, fd: pfd}, 0, 0
+}
+
+// dirHandle is go-fuse's loopback dir stream plus an fd registered with
+// the node while the directory is open.
+type dirHandle struct {
+	fs.DirStream
+	n  *dataNode
+	fd int
+}
+
+var (
+	_ fs.FileReaddirenter = (*dirHandle)(nil)
+	_ fs.FileSeekdirer    = (*dirHandle)(nil)
+	_ fs.FileReleasedirer = (*dirHandle)(nil)
+	_ fs.FileFsyncdirer   = (*dirHandle)(nil)
+)
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	return d.DirStream.(fs.FileReaddirenter).Readdirent(ctx)
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	return d.DirStream.(fs.FileSeekdirer).Seekdir(ctx, off)
+}
+
+func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	return d.DirStream.(fs.FileFsyncdirer).Fsyncdir(ctx, flags)
+}
+
+func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
+	d.DirStream.(fs.FileReleasedirer).Releasedir(ctx, flags)
+	d.n.untrack(d.fd)
+	unix.Close(d.fd)
+}
+
+var _ fs.NodeTmpfiler = (*dataNode)(nil)
+
+// Tmpfile makes an O_TMPFILE file in the directory: nameless until the
+// caller links it into place.
+func (n *dataNode) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if e := n.writable(); e != 0 {
+		return nil, nil, 0, e
+	}
+	var ch *fs.Inode
+	var fh fs.FileHandle
+	errno := n.inDir(ctx, func(dirfd int) syscall.Errno {
+		fd, err := unix.Openat(dirfd, ".", int(flags)&(openFlags&^unix.O_TRUNC)|unix.O_TMPFILE|unix.O_CLOEXEC, mode)
+		if err != nil {
+			return fs.ToErrno(err)
+		}
+		if uid, gid, ok := caller(ctx); ok && os.Geteuid() == 0 {
+			if err := unix.Fchown(fd, uid, gid); err != nil {
+				unix.Close(fd)
+				return fs.ToErrno(err)
+			}
+		}
+		var x unix.Statx_t
+		if err := statx(fd, "", &x); err != nil {
+			unix.Close(fd)
+			return fs.ToErrno(err)
+		}
+		attrFromStatx(&out.Attr, &x)
+		ch = n.NewInode(ctx, &dataNode{t: n.t}, n.t.stable(&x))
+		fh = ch.Operations().(*dataNode).newFile(fd)
+		return 0
+	})
+	return ch, fh, 0, errno
 }
 
 func (n *dataNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {

@@ -14,25 +14,40 @@ import (
 // rights (chattr +i, for one).
 type dataFile struct {
 	*fs.LoopbackFile
+	n  *dataNode // nil for files outside trees (log)
+	fd int
 }
 
-var _ fs.FileIoctler = (*dataFile)(nil)
+var (
+	_ fs.FileIoctler  = (*dataFile)(nil)
+	_ fs.FileReleaser = (*dataFile)(nil)
+)
 
 func newDataFile(fd int) *dataFile {
-	return &dataFile{LoopbackFile: fs.NewLoopbackFile(fd).(*fs.LoopbackFile)}
+	return &dataFile{LoopbackFile: fs.NewLoopbackFile(fd).(*fs.LoopbackFile), fd: fd}
+}
+
+// newFile makes a handle for fd, registered with the node while open.
+func (n *dataNode) newFile(fd int) *dataFile {
+	f := newDataFile(fd)
+	f.n = n
+	n.track(fd)
+	return f
+}
+
+func (f *dataFile) Release(ctx context.Context) syscall.Errno {
+	if f.n != nil {
+		f.n.untrack(f.fd)
+	}
+	return f.LoopbackFile.Release(ctx)
 }
 
 func (f *dataFile) Ioctl(ctx context.Context, cmd uint32, arg uint64, input, output []byte) (int32, syscall.Errno) {
 	return 0, syscall.ENOTTY
 }
 
-func (f *dataFile) fd() int {
-	fd, _ := f.PassthroughFd()
-	return fd
-}
-
 func (f *dataFile) copyTo(o *dataFile, offIn, offOut, length, flags uint64) (uint32, syscall.Errno) {
 	in, out := int64(offIn), int64(offOut)
-	n, err := unix.CopyFileRange(f.fd(), &in, o.fd(), &out, int(length), int(flags))
+	n, err := unix.CopyFileRange(f.fd, &in, o.fd, &out, int(length), int(flags))
 	return uint32(n), fs.ToErrno(err)
 }

@@ -154,3 +154,10 @@ func (s *stack) exec(bot string, args ...string) (string, int) {
 	}
 	return out.String() + errb.String(), code
 }
+
+// with gives a view of the stack that reports to t (a subtest).
+func (s *stack) with(t *testing.T) *stack {
+	c := *s
+	c.t = t
+	return &c
+}

@@ -1,0 +1,171 @@
+package fsnodes_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/posixtest"
+	"github.com/memohfs/memohfs/fsnodes"
+	"golang.org/x/sys/unix"
+)
+
+func need(t *testing.T, bins ...string) {
+	t.Helper()
+	for _, b := range bins {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Fatalf("%s missing (make deps installs it): %v", b, err)
+		}
+	}
+}
+
+// TestTools: the tools users point at data/ behave as on a local disk.
+func TestTools(t *testing.T) {
+	need(t, "rsync", "vim", "git", "sqlite3", "tail", "cp")
+	s := newStack(t, fsnodes.Options{})
+	must(t, os.Mkdir(s.path("tools"), 0o755))
+	data := s.path("tools", "data")
+	src := filepath.Join(s.env.TempDir(t), "src")
+	s.mustSh(`mkdir -p ` + src + `/d/e && cd ` + src + ` && echo one > a && echo two > d/b && printf 'x%.0s' $(seq 1 5000) > d/e/big &&
+		chmod 640 a && chmod 750 d && touch -d '2001-02-03 04:05:06.123456789' a d/b && ln -s a link && ln a hard`)
+
+	t.Run("cp -a in and out", func(t *testing.T) {
+		s := s.with(t)
+		s.mustSh(`cp -a ` + src + ` $M/tools/data/cp`)
+		out := filepath.Join(s.env.TempDir(t), "out")
+		s.mustSh(`cp -a $M/tools/data/cp ` + out)
+		a := s.mustSh(`cd ` + src + ` && find . -printf '%p %m %T@ %s %l\n' | sort`)
+		b := s.mustSh(`cd $M/tools/data/cp && find . -printf '%p %m %T@ %s %l\n' | sort`)
+		c := s.mustSh(`cd ` + out + ` && find . -printf '%p %m %T@ %s %l\n' | sort`)
+		// Directory mtimes move when cp fills them; compare files and links.
+		strip := func(x string) string {
+			var keep []string
+			for _, l := range strings.Split(x, "\n") {
+				if f := strings.Fields(l); len(f) > 0 && f[0] != "." && f[0] != "./d" && f[0] != "./d/e" {
+					keep = append(keep, l)
+				}
+			}
+			return strings.Join(keep, "\n")
+		}
+		if strip(a) != strip(b) || strip(a) != strip(c) {
+			t.Fatalf("cp -a changed things:\nsrc:\n%s\nmount:\n%s\nback:\n%s", a, b, c)
+		}
+	})
+
+	t.Run("rsync twice", func(t *testing.T) {
+		s := s.with(t)
+		s.mustSh(`rsync -a ` + src + `/ $M/tools/data/rs/`)
+		second := s.mustSh(`rsync -ai ` + src + `/ $M/tools/data/rs/`)
+		if strings.TrimSpace(second) != "" {
+			t.Fatalf("second rsync transferred:\n%s", second)
+		}
+	})
+
+	t.Run("vim edits and saves", func(t *testing.T) {
+		s := s.with(t)
+		must(t, os.WriteFile(filepath.Join(data, "note.txt"), []byte("hello world\n"), 0o644))
+		// writebackup + backupcopy=no: vim saves by renaming over the file.
+		s.mustSh(`vim -es -u NONE -c 'set backupcopy=no writebackup' -c '%s/world/there/' -c 'wq' $M/tools/data/note.txt`)
+		if got := s.read("tools", "data", "note.txt"); got != "hello there\n" {
+			t.Fatalf("after vim: %q", got)
+		}
+		left, _ := filepath.Glob(filepath.Join(data, "note.txt~"))
+		if len(left) > 0 {
+			t.Fatalf("vim left %v", left)
+		}
+	})
+
+	t.Run("tail -f sees appends", func(t *testing.T) {
+		s := s.with(t)
+		p := filepath.Join(data, "grow.log")
+		must(t, os.WriteFile(p, []byte("first\n"), 0o644))
+		cmd := exec.Command("tail", "-n", "+1", "-f", "-s", "0.1", p)
+		outf := filepath.Join(s.env.TempDir(t), "tail.out")
+		f, _ := os.Create(outf)
+		cmd.Stdout = f
+		must(t, cmd.Start())
+		defer func() { cmd.Process.Kill(); cmd.Wait(); f.Close() }()
+		time.Sleep(200 * time.Millisecond)
+		// Appended through the mount, and by the bot's side (the host dir).
+		af, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+		must(t, err)
+		af.WriteString("second\n")
+		af.Close()
+		hf, err := os.OpenFile(filepath.Join(s.root, "bots", "tools", "grow.log"), os.O_APPEND|os.O_WRONLY, 0)
+		must(t, err)
+		hf.WriteString("third\n")
+		hf.Close()
+		eventually(t, 10*time.Second, "tail -f output", func() bool {
+			b, _ := os.ReadFile(outf)
+			return string(b) == "first\nsecond\nthird\n"
+		})
+	})
+
+	t.Run("git init and commit", func(t *testing.T) {
+		s := s.with(t)
+		s.mustSh(`cd $M/tools/data && mkdir repo && cd repo && git init -q && git config user.email t@e && git config user.name t &&
+			echo hi > f && git add f && git commit -qm one && echo ho >> f && git commit -qam two && git fsck --strict && git log --oneline | wc -l`)
+		if out := s.mustSh(`cd $M/tools/data/repo && git status --porcelain && git log --oneline | wc -l`); strings.TrimSpace(out) != "2" {
+			t.Fatalf("git: %q", out)
+		}
+	})
+
+	t.Run("sqlite WAL", func(t *testing.T) {
+		s := s.with(t)
+		db := filepath.Join(data, "db.sqlite")
+		s.mustSh(`sqlite3 ` + db + ` 'PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1),(2),(3);'`)
+		// Two writers at once: WAL locking (fcntl locks, the mmap-ed -shm
+		// file) serialises them; each waits up to 5s for the other.
+		s.mustSh(`sqlite3 -cmd '.timeout 5000' ` + db + ` 'BEGIN; INSERT INTO t VALUES (4); COMMIT;' & p=$!; ` +
+			`sqlite3 -cmd '.timeout 5000' ` + db + ` 'INSERT INTO t VALUES (5);' && wait $p`)
+		if out := s.mustSh(`sqlite3 ` + db + ` 'PRAGMA integrity_check; SELECT count(*) FROM t;'`); out != "ok\n5\n" {
+			t.Fatalf("sqlite: %q", out)
+		}
+	})
+}
+
+// TestPosix runs go-fuse's posixtest suite against data/.
+func TestPosix(t *testing.T) {
+	s := newStack(t, fsnodes.Options{})
+	must(t, os.Mkdir(s.path("px"), 0o755))
+	for name, fn := range posixtest.All {
+		if name == "XAttrLarge" {
+			continue // ext4's own limit: see TestXattrLimitIsExt4s
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := s.path("px", "data", name)
+			must(t, os.Mkdir(dir, 0o755))
+			fn(t, dir)
+		})
+	}
+}
+
+// TestXattrLimitIsExt4s: a value larger than an ext4 block is refused by
+// ext4 itself (posixtest's XAttrLarge skips for that reason); data/ gives
+// the same answer as the disk under it, no other.
+func TestXattrLimitIsExt4s(t *testing.T) {
+	s := newStack(t, fsnodes.Options{})
+	must(t, os.Mkdir(s.path("xa"), 0o755))
+	native := filepath.Join(s.env.TempDir(t), "f")
+	must(t, os.WriteFile(native, nil, 0o644))
+	must(t, os.WriteFile(s.path("xa", "data", "f"), nil, 0o644))
+	big := make([]byte, 64<<10)
+	errNative := unix.Setxattr(native, "user.big", big, 0)
+	errMount := unix.Setxattr(s.path("xa", "data", "f"), "user.big", big, 0)
+	if errNative != errMount {
+		t.Fatalf("large xattr: native %v, data/ %v", errNative, errMount)
+	}
+	small := []byte("v")
+	must(t, unix.Setxattr(s.path("xa", "data", "f"), "user.small", small, 0))
+	buf := make([]byte, 16)
+	n, err := unix.Getxattr(filepath.Join(s.root, "bots", "xa", "f"), "user.small", buf)
+	if err != nil || string(buf[:n]) != "v" {
+		t.Fatalf("xattr on the host file: %q %v", buf[:n], err)
+	}
+	if err := unix.Setxattr(s.path("xa", "data", "f"), "trusted.x", small, 0); err == nil {
+		t.Fatal("trusted.* xattrs are settable through the mount")
+	}
+}
