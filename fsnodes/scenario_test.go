@@ -131,3 +131,45 @@ func TestShellScenario(t *testing.T) {
 	_ = runtime.ContainerID
 	_ = time.Second
 }
+
+// TestOneAtATime: concurrent ctl writes to one bot run one after the
+// other: every write succeeds and the recorded starts and stops
+// alternate.
+func TestOneAtATime(t *testing.T) {
+	s := newStack(t, fsnodes.Options{})
+	must(t, os.Mkdir(s.path("busy"), 0o755))
+	s.mustCtl("busy", "start")
+	writes := []string{"restart", "snapshot a", "restart", "snapshot b", "stop", "start", "restart"}
+	errs := make(chan error, len(writes))
+	for _, w := range writes {
+		go func() { errs <- s.ctl("busy", w) }()
+	}
+	for range writes {
+		if err := <-errs; err != nil {
+			t.Fatalf("a concurrent ctl write failed: %v (err: %s)", err, s.read("busy", "err"))
+		}
+	}
+	events := s.mustSh(`dd if=$M/busy/events iflag=nonblock status=none`)
+	running := false
+	for _, line := range strings.Split(strings.TrimSpace(events), "\n") {
+		f := strings.Fields(line)
+		switch f[1] {
+		case "start":
+			if running {
+				t.Fatalf("two starts in a row:\n%s", events)
+			}
+			running = true
+		case "stop":
+			if !running {
+				t.Fatalf("a stop of a stopped bot was recorded:\n%s", events)
+			}
+			running = false
+		}
+	}
+	if st := s.status("busy"); (st["state"] == "running") != running {
+		t.Fatalf("status %s disagrees with the events:\n%s", st["state"], events)
+	}
+	if st := s.status("busy"); st["snapshots"] != "2" {
+		t.Fatalf("snapshots: %v", st)
+	}
+}

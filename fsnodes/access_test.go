@@ -1,0 +1,143 @@
+package fsnodes_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/memohfs/memohfs/fsnodes"
+	"golang.org/x/sys/unix"
+)
+
+// asUser runs a shell command as uid (no passwd entry needed).
+func (s *stack) asUser(uid uint32, script string) (string, error) {
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "M=" + s.mnt, "HOME=/"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestTwoUsers: with allow_other each user makes, sees and drives only
+// their own bot; root sees all.
+func TestTwoUsers(t *testing.T) {
+	s := newStack(t, fsnodes.Options{AllowOther: true})
+	const alice, bob = 10001, 10002
+	for uid, bot := range map[uint32]string{alice: "alice-bot", bob: "bob-bot"} {
+		if out, err := s.asUser(uid, `mkdir $M/`+bot+` && echo mine > $M/`+bot+`/data/note && cat $M/`+bot+`/status >/dev/null && echo 'snapshot s1' > $M/`+bot+`/ctl && ls $M/`+bot+`/snapshots`); err != nil {
+			t.Fatalf("uid %d on its own bot: %v\n%s", uid, err, out)
+		}
+		fi, err := os.Stat(s.path(bot))
+		if err != nil || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != uid {
+			t.Fatalf("%s: %v %v", bot, fi.Mode(), err)
+		}
+		var st syscall.Stat_t
+		must(t, syscall.Stat(filepath.Join(s.root, "bots", bot, "note"), &st))
+		if st.Uid != uid {
+			t.Fatalf("a file uid %d made through the mount is owned by %d", uid, st.Uid)
+		}
+	}
+	denied := map[string]string{
+		"list":       `ls $M/alice-bot`,
+		"status":     `cat $M/alice-bot/status`,
+		"read data":  `cat $M/alice-bot/data/note`,
+		"write data": `echo x > $M/alice-bot/data/note`,
+		"ctl":        `echo stop > $M/alice-bot/ctl`,
+		"snapshots":  `ls $M/alice-bot/snapshots`,
+		"snapshot":   `mkdir $M/alice-bot/snapshots/s2`,
+		"rmdir":      `rmdir $M/alice-bot`,
+	}
+	for what, script := range denied {
+		out, err := s.asUser(bob, script)
+		if err == nil || !(strings.Contains(out, "ermission denied") || strings.Contains(out, "peration not permitted")) {
+			t.Errorf("bob %s alice's bot: %v %q", what, err, out)
+		}
+	}
+	if got := s.read("alice-bot", "data", "note"); got != "mine\n" {
+		t.Fatalf("alice's note after bob's attempts: %q", got)
+	}
+	if st := s.status("alice-bot"); st["snapshots"] != "1" {
+		t.Fatalf("alice's bot changed: %v", st)
+	}
+	// Root sees and can read both.
+	if out := s.mustSh(`ls $M && cat $M/bob-bot/data/note`); out != "alice-bot\nbob-bot\nmine\n" {
+		t.Fatalf("root: %q", out)
+	}
+	// The owner can delete their own bot.
+	if out, err := s.asUser(alice, `rmdir $M/alice-bot`); err != nil {
+		t.Fatalf("alice rmdir: %v %s", err, out)
+	}
+}
+
+// TestNoFollow: the daemon never follows a symlink planted in data/,
+// whatever the kernel believes about the path.
+func TestNoFollow(t *testing.T) {
+	s := newStack(t, fsnodes.Options{})
+	must(t, os.Mkdir(s.path("nf"), 0o755))
+	host := filepath.Join(s.root, "bots", "nf")
+	outside := filepath.Join(s.env.TempDir(t), "outside")
+	must(t, os.MkdirAll(outside, 0o755))
+	must(t, os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o600))
+
+	// An open directory swapped for a symlink behind the mount.
+	must(t, os.Mkdir(s.path("nf", "data", "d"), 0o755))
+	dfd, err := unix.Open(s.path("nf", "data", "d"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	must(t, err)
+	defer unix.Close(dfd)
+	must(t, os.Rename(filepath.Join(host, "d"), filepath.Join(host, "d.old")))
+	must(t, os.Symlink(outside, filepath.Join(host, "d")))
+	if fd, err := unix.Openat(dfd, "pwned", unix.O_CREAT|unix.O_WRONLY, 0o644); err == nil {
+		unix.Close(fd)
+		t.Error("create through a swapped-in symlink succeeded")
+	}
+	if err := unix.Mkdirat(dfd, "pwned-dir", 0o755); err == nil {
+		t.Error("mkdir through a swapped-in symlink succeeded")
+	}
+	if fd, err := unix.Openat(dfd, "secret", unix.O_RDONLY, 0); err == nil {
+		unix.Close(fd)
+		t.Error("open through a swapped-in symlink succeeded")
+	}
+	entries, _ := os.ReadDir(outside)
+	if len(entries) != 1 {
+		t.Fatalf("the outside dir was written through the mount: %v", entries)
+	}
+
+	// Setattr on a symlink node changes the link, never its target.
+	must(t, os.Symlink(filepath.Join(outside, "secret"), filepath.Join(host, "link")))
+	link := s.path("nf", "data", "link")
+	if err := unix.Fchmodat(unix.AT_FDCWD, link, 0o777, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		t.Error("chmod of a symlink itself succeeded (Linux has no symlink modes)")
+	}
+	must(t, unix.Lchown(link, 4242, 4242))
+	must(t, unix.UtimesNanoAt(unix.AT_FDCWD, link, []unix.Timespec{{Sec: 1}, {Sec: 1}}, unix.AT_SYMLINK_NOFOLLOW))
+	var st syscall.Stat_t
+	must(t, syscall.Stat(filepath.Join(outside, "secret"), &st))
+	if st.Mode&0o777 != 0o600 || st.Uid != 0 || st.Mtim.Sec == 1 {
+		t.Fatalf("the link's target changed: mode %o uid %d mtime %d", st.Mode&0o777, st.Uid, st.Mtim.Sec)
+	}
+	must(t, syscall.Lstat(filepath.Join(host, "link"), &st))
+	if st.Uid != 4242 || st.Mtim.Sec != 1 {
+		t.Fatalf("lchown/lutimes did not reach the link itself: uid %d mtime %d", st.Uid, st.Mtim.Sec)
+	}
+	// A hard link to a symlink links the symlink.
+	must(t, os.Link(link, s.path("nf", "data", "hl")))
+	must(t, syscall.Lstat(filepath.Join(host, "hl"), &st))
+	if st.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+		t.Fatalf("hard link of a symlink is a %o", st.Mode&syscall.S_IFMT)
+	}
+	// Devices cannot be made through the mount.
+	if err := unix.Mknod(s.path("nf", "data", "disk"), unix.S_IFBLK|0o600, int(unix.Mkdev(8, 0))); err == nil {
+		t.Error("mknod of a block device succeeded")
+	}
+	// ioctls do not reach host files with root's rights.
+	f, err := os.Create(s.path("nf", "data", "plain"))
+	must(t, err)
+	defer f.Close()
+	if _, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS); err == nil {
+		t.Error("an ioctl reached the host file")
+	}
+}
