@@ -3,6 +3,7 @@ package fsnodes
 import (
 	"context"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -26,6 +27,7 @@ type botDir struct {
 var (
 	_ fs.NodeOnAdder   = (*botDir)(nil)
 	_ fs.NodeGetattrer = (*botDir)(nil)
+	_ fs.NodeLookuper  = (*botDir)(nil)
 )
 
 func newBotDir(r *Root, st control.Status) *botDir {
@@ -35,8 +37,8 @@ func newBotDir(r *Root, st control.Status) *botDir {
 		r.watch.watchTree(dataDir, b.invalidate)
 		return dataDir, nil
 	}
-	b.data = newTree(base, "", false)
-	b.skills = newTree(base, ".skills", false)
+	b.data = newTree(r.opts, base, "", false)
+	b.skills = newTree(r.opts, base, ".skills", false)
 	// skills/ and data/.skills are two views of the same files: neither
 	// is cached by the kernel, so each sees the other's changes at once.
 	underSkills := func(rel string) bool { _, ok := cutPrefixDir(rel, ".skills"); return ok }
@@ -58,7 +60,32 @@ func (b *botDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut
 		return errnoOf(err)
 	}
 	b.attr(&out.Attr)
+	out.SetTimeout(b.r.opts.AttrTimeout)
 	return 0
+}
+
+// Lookup serves the fixed entries with cache timeouts: the names never
+// change; the attributes of the files do (they come from Getattr).
+func (b *botDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return lookupStatic(ctx, &b.Inode, name, out, b.r.opts.EntryTimeout)
+}
+
+// lookupStatic finds a fixed child and fills its entry from its Getattr.
+func lookupStatic(ctx context.Context, dir *fs.Inode, name string, out *fuse.EntryOut, entryTTL time.Duration) (*fs.Inode, syscall.Errno) {
+	ch := dir.GetChild(name)
+	if ch == nil {
+		return nil, syscall.ENOENT
+	}
+	var a fuse.AttrOut
+	if ga, ok := ch.Operations().(fs.NodeGetattrer); ok {
+		if e := ga.Getattr(ctx, nil, &a); e != 0 {
+			return nil, e
+		}
+	}
+	out.Attr = a.Attr
+	out.SetEntryTimeout(entryTTL)
+	out.SetAttrTimeout(time.Duration(a.AttrValid)*time.Second + time.Duration(a.AttrValidNsec))
+	return ch, 0
 }
 
 func (b *botDir) OnAdd(ctx context.Context) {

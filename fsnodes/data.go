@@ -149,13 +149,14 @@ func (n *dataNode) child(ctx context.Context, dirfd int, name string, out *fuse.
 	return n.NewInode(ctx, &dataNode{t: n.t}, n.t.stable(&x)), 0
 }
 
-// cacheHint zeroes the kernel cache timeouts for a child the tree does
-// not let the kernel cache.
+// cacheHint sets the kernel cache timeouts of a child: the tree's, or
+// none for paths the tree does not let the kernel cache.
 func (n *dataNode) cacheHint(name string, out *fuse.EntryOut) {
 	if n.t.noCache(path.Join(n.t.rel(n.EmbeddedInode()), name)) {
-		out.SetEntryTimeout(0)
-		out.SetAttrTimeout(0)
+		cacheEntry(out, uncached, uncached)
+		return
 	}
+	cacheEntry(out, n.t.entryTTL, n.t.attrTTL)
 }
 
 func (n *dataNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -188,8 +189,8 @@ func (n *dataNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 			return fs.ToErrno(err)
 		}
 		attrFromStatx(&out.Attr, &x)
-		if n.t.noCache(n.t.rel(n.EmbeddedInode())) {
-			out.SetTimeout(0)
+		if !n.t.noCache(n.t.rel(n.EmbeddedInode())) {
+			out.SetTimeout(n.t.attrTTL)
 		}
 		return 0
 	})

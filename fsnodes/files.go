@@ -33,7 +33,7 @@ var (
 func (f *ctlFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFREG | 0o600
 	out.Uid = f.b.owner
-	out.SetTimeout(0)
+	out.SetTimeout(uncached)
 	return 0
 }
 
@@ -96,7 +96,7 @@ func (f *textFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	out.Mode = syscall.S_IFREG | 0o444
 	out.Uid = f.owner
 	out.Size = uint64(len(b))
-	out.SetTimeout(0)
+	out.SetTimeout(uncached)
 	return 0
 }
 
@@ -155,7 +155,7 @@ var (
 func (f *eventsFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFREG | 0o444
 	out.Uid = f.b.owner
-	out.SetTimeout(0)
+	out.SetTimeout(uncached)
 	return 0
 }
 
@@ -221,7 +221,7 @@ func (f *logFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 	}
 	out.Mode = syscall.S_IFREG | 0o444
 	out.Uid, out.Gid = f.b.owner, 0
-	out.SetTimeout(0)
+	out.SetTimeout(uncached)
 	return 0
 }
 

@@ -76,7 +76,6 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 		o.Logger = slog.Default()
 	}
 	root := newRoot(c, o)
-	entry, attr, neg := o.EntryTimeout, o.AttrTimeout, time.Duration(0)
 	opts := &fs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther: o.AllowOther,
@@ -90,9 +89,8 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 			MaxWrite:    1 << 20,
 			Debug:       o.Debug,
 		},
-		EntryTimeout:    &entry,
-		AttrTimeout:     &attr,
-		NegativeTimeout: &neg,
+		// No default timeouts: every node says how long the kernel may
+		// cache it (go-fuse would turn an explicit 0 into its default).
 		NullPermissions: true,
 	}
 	server, err := fs.Mount(dir, root, opts)
@@ -106,3 +104,13 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 // ctxBackground is used for work a notification starts outside any
 // request.
 func ctxBackground() context.Context { return context.Background() }
+
+// uncached is the cache timeout of things the kernel must ask about each
+// time.
+const uncached = time.Duration(0)
+
+// cacheEntry sets how long the kernel may keep an entry and its attrs.
+func cacheEntry(out *fuse.EntryOut, entry, attr time.Duration) {
+	out.SetEntryTimeout(entry)
+	out.SetAttrTimeout(attr)
+}

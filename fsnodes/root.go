@@ -102,6 +102,7 @@ func (r *Root) Close() { r.close() }
 // theirs, 0700), only its owner or root may rmdir it (the sticky bit).
 func (r *Root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o1777
+	out.SetTimeout(r.opts.AttrTimeout)
 	return 0
 }
 
@@ -118,6 +119,8 @@ func (r *Root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	}
 	r.mu.Unlock()
 	b.attr(&out.Attr)
+	// Bots come and go through control only, which tells the kernel.
+	cacheEntry(out, r.opts.EntryTimeout, r.opts.AttrTimeout)
 	return r.NewInode(ctx, b, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: stableIno("bot", st.ID)}), 0
 }
 

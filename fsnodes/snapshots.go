@@ -26,6 +26,7 @@ var (
 func (d *snapshotsDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o755
 	out.Uid = d.b.owner
+	out.SetTimeout(d.b.r.opts.AttrTimeout)
 	return 0
 }
 
@@ -39,11 +40,13 @@ func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryO
 	if ch := d.GetChild(name); ch != nil {
 		if s, ok := ch.Operations().(*snapDir); ok && s.version == info.Version {
 			s.attr(&out.Attr)
+			cacheEntry(out, d.b.r.opts.EntryTimeout, d.b.r.opts.AttrTimeout)
 			return ch, 0
 		}
 	}
 	s := &snapDir{d: d, name: name, version: info.Version, created: uint64(info.Created.Unix())}
 	s.attr(&out.Attr)
+	cacheEntry(out, d.b.r.opts.EntryTimeout, d.b.r.opts.AttrTimeout)
 	return d.NewInode(ctx, s, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: d.ino(name), Gen: uint64(info.Version)}), 0
 }
 
@@ -111,7 +114,12 @@ type snapDir struct {
 var (
 	_ fs.NodeOnAdder   = (*snapDir)(nil)
 	_ fs.NodeGetattrer = (*snapDir)(nil)
+	_ fs.NodeLookuper  = (*snapDir)(nil)
 )
+
+func (s *snapDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return lookupStatic(ctx, &s.Inode, name, out, s.d.b.r.opts.EntryTimeout)
+}
 
 func (s *snapDir) attr(a *fuse.Attr) {
 	a.Mode = syscall.S_IFDIR | 0o555
@@ -121,13 +129,14 @@ func (s *snapDir) attr(a *fuse.Attr) {
 
 func (s *snapDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	s.attr(&out.Attr)
+	out.SetTimeout(s.d.b.r.opts.AttrTimeout)
 	return 0
 }
 
 func (s *snapDir) OnAdd(ctx context.Context) {
 	c, bot, name := s.d.b.r.c, s.d.b.name, s.name
-	s.rootfs = newTree(func(ctx context.Context) (string, error) { return c.SnapshotRootfs(ctx, bot, name) }, "", true)
-	s.data = newTree(func(ctx context.Context) (string, error) { return c.SnapshotData(ctx, bot, name) }, "", true)
+	s.rootfs = newTree(s.d.b.r.opts, func(ctx context.Context) (string, error) { return c.SnapshotRootfs(ctx, bot, name) }, "", true)
+	s.data = newTree(s.d.b.r.opts, func(ctx context.Context) (string, error) { return c.SnapshotData(ctx, bot, name) }, "", true)
 	add := func(n string, node fs.InodeEmbedder, mode uint32) {
 		s.AddChild(n, s.NewPersistentInode(ctx, node, fs.StableAttr{Mode: mode}), false)
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -37,6 +38,10 @@ type tree struct {
 	// those another tree shows too (data/.skills is skills/), so a change
 	// through one view is seen at once through the other.
 	uncached func(rel string) bool
+	// entryTTL and attrTTL are how long the kernel may cache entries and
+	// attributes of the tree (changes behind its back are pushed by
+	// invalidation).
+	entryTTL, attrTTL time.Duration
 
 	mu      sync.RWMutex
 	baseFd  int // O_PATH fd of the base dir; -1 until resolved
@@ -50,12 +55,13 @@ var treeIDs struct {
 	next uint64
 }
 
-func newTree(resolve func(ctx context.Context) (string, error), prefix string, readOnly bool) *tree {
+func newTree(o Options, resolve func(ctx context.Context) (string, error), prefix string, readOnly bool) *tree {
 	treeIDs.Lock()
 	treeIDs.next++
 	id := treeIDs.next
 	treeIDs.Unlock()
-	return &tree{id: id, resolve: resolve, prefix: prefix, readOnly: readOnly, baseFd: -1}
+	return &tree{id: id, resolve: resolve, prefix: prefix, readOnly: readOnly, baseFd: -1,
+		entryTTL: o.EntryTimeout, attrTTL: o.AttrTimeout}
 }
 
 // withBase runs fn with the base dir fd, opening it first if needed. The
