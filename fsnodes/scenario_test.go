@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/memohfs/memohfs/fsnodes"
 	"github.com/memohfs/memohfs/runtime"
 )
@@ -60,6 +61,23 @@ func TestShellScenario(t *testing.T) {
 	if got := s.read("b1", "data", "y"); got != "from-bot\n" {
 		t.Fatalf("data/y = %q", got)
 	}
+	// A file the kernel has cached, changed by the bot: seen at once.
+	if out, code := s.exec("b1", "sh", "-c", "echo more >> /data/y"); code != 0 {
+		t.Fatalf("append /data/y: %d %s", code, out)
+	}
+	if got := s.read("b1", "data", "y"); got != "from-bot\nmore\n" {
+		t.Fatalf("data/y after the bot appended = %q", got)
+	}
+	// The rootfs is part of the snapshot too.
+	if out, code := s.exec("b1", "sh", "-c", "echo before > /root/marker"); code != 0 {
+		t.Fatalf("marker: %s", out)
+	}
+	var sfs, hfs syscall.Statfs_t
+	must(t, syscall.Statfs(s.path("b1", "data"), &sfs))
+	must(t, syscall.Statfs(s.root, &hfs))
+	if sfs.Blocks != hfs.Blocks || sfs.Bsize != hfs.Bsize {
+		t.Fatalf("statfs of data/ %+v differs from the disk's %+v", sfs, hfs)
+	}
 
 	s.mustSh(`echo 'snapshot s1' > $M/b1/ctl`)
 	if st := s.status("b1"); st["state"] != "running" || st["pid"] != pid || st["snapshots"] != "1" || st["version"] != "1" {
@@ -83,9 +101,15 @@ func TestShellScenario(t *testing.T) {
 	}
 
 	s.mustSh(`echo changed > $M/b1/data/x`)
+	if out, code := s.exec("b1", "sh", "-c", "echo after > /root/marker"); code != 0 {
+		t.Fatalf("marker: %s", out)
+	}
 	s.mustSh(`echo 'restore s1' > $M/b1/ctl`)
 	if got := s.read("b1", "data", "x"); got != "hello\n" {
 		t.Fatalf("data/x after restore = %q", got)
+	}
+	if out, _ := s.exec("b1", "cat", "/root/marker"); out != "before\n" {
+		t.Fatalf("rootfs after restore: marker %q", out)
 	}
 	st = s.status("b1")
 	if st["state"] != "running" || st["pid"] == pid {
@@ -171,5 +195,34 @@ func TestOneAtATime(t *testing.T) {
 	}
 	if st := s.status("busy"); st["snapshots"] != "2" {
 		t.Fatalf("snapshots: %v", st)
+	}
+	// A snapshot without a name is named after its version.
+	s.mustCtl("busy", "snapshot")
+	if _, err := os.Stat(s.path("busy", "snapshots", "v3")); err != nil {
+		t.Fatalf("default snapshot name: %v", err)
+	}
+}
+
+// TestStartRecreates: start makes the container again if it went missing,
+// on the rootfs it had.
+func TestStartRecreates(t *testing.T) {
+	s := newStack(t, fsnodes.Options{})
+	ctx := t.Context()
+	must(t, os.Mkdir(s.path("phoenix"), 0o755))
+	s.mustCtl("phoenix", "start")
+	if out, code := s.exec("phoenix", "sh", "-c", "echo kept > /root/marker"); code != 0 {
+		t.Fatal(out)
+	}
+	s.mustCtl("phoenix", "stop")
+	// The container goes (its rootfs stays), behind memohfs' back.
+	c, err := s.rt.Client().LoadContainer(namespaces.WithNamespace(ctx, s.rt.Config().Namespace), "memohfs-phoenix")
+	must(t, err)
+	must(t, c.Delete(namespaces.WithNamespace(ctx, s.rt.Config().Namespace)))
+	s.mustCtl("phoenix", "start")
+	if out, _ := s.exec("phoenix", "cat", "/root/marker"); out != "kept\n" {
+		t.Fatalf("marker after re-create: %q", out)
+	}
+	if ev := s.mustSh(`dd if=$M/phoenix/events iflag=nonblock status=none`); !strings.Contains(ev, " recreate ") || !strings.Contains(ev, "kept=true") {
+		t.Fatalf("no recreate event:\n%s", ev)
 	}
 }
