@@ -170,3 +170,17 @@ func TestSkills(t *testing.T) {
 	}
 	must(t, os.Mkdir(s.path("sk", "skills", "again"), 0o755))
 }
+
+// TestCwdSurvivesChanges: a shell working inside data/ keeps its working
+// directory while files change under it, from the mount and from the
+// bot's side (invalidating a directory's entry would cut it off).
+func TestCwdSurvivesChanges(t *testing.T) {
+	s := newStack(t, fsnodes.Options{})
+	must(t, os.Mkdir(s.path("cw"), 0o755))
+	host := filepath.Join(s.root, "bots", "cw", "d")
+	out, err := s.sh(`mkdir $M/cw/data/d && cd $M/cw/data/d && for i in 1 2 3 4 5; do echo $i > f$i; done &&
+		touch ` + host + `/from-host && mkdir ` + host + `/sub && sleep 0.3 && /bin/pwd && ls | wc -l`)
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(strings.Split(out, "\n")[0]), "/cw/data/d") || !strings.Contains(out, "\n7\n") {
+		t.Fatalf("cwd in data/: %v\n%s", err, out)
+	}
+}

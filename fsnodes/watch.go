@@ -156,9 +156,16 @@ func (w *watcher) handle(ev fsnotify.Event) {
 	tell(rel)
 }
 
-// invalidatePath tells the kernel to forget what it caches about rel (a
-// path in t) and its entry in its parent. Only nodes the kernel knows are
-// touched.
+// invalidatePath brings the kernel's cache of rel (a path in t, changed
+// behind the mount) up to date, touching only what the kernel knows:
+//
+//   - gone on the host: the entry is deleted (NOTIFY_DELETE, which leaves
+//     a process whose working dir it was in a deleted dir, as on a disk);
+//   - replaced by another file: the same;
+//   - the same file, changed: its attributes and pages are dropped, the
+//     entry stays (invalidating the entry of a directory someone has as
+//     working dir would cut them off: getcwd fails);
+//   - new, never seen: a possible negative entry is dropped.
 func invalidatePath(t *tree, rel string) {
 	if t.root == nil || rel == "" || rel == "." {
 		return
@@ -168,14 +175,28 @@ func invalidatePath(t *tree, rel string) {
 	for _, p := range parts[:len(parts)-1] {
 		dir = dir.GetChild(p)
 		if dir == nil {
-			return
+			return // the kernel knows nothing below here
 		}
 	}
 	name := parts[len(parts)-1]
-	if ch := dir.GetChild(name); ch != nil {
-		ch.NotifyContent(0, 0)
+	child := dir.GetChild(name)
+	var x unix.Statx_t
+	exists := t.withBase(ctxBackground(), func(base int) syscall.Errno {
+		fd, err := openRel(base, t.rel(dir), unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return gofs.ToErrno(err)
+		}
+		defer unix.Close(fd)
+		return gofs.ToErrno(statx(fd, name, &x))
+	}) == 0
+	switch {
+	case child == nil:
+		dir.NotifyEntry(name)
+	case !exists || child.StableAttr() != t.stable(&x):
+		dir.NotifyDelete(name, child)
+	default:
+		child.NotifyContent(0, 0)
 	}
-	dir.NotifyEntry(name)
 }
 
 // invalidateAll forgets every entry the kernel knows under t's root.
