@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,56 +16,15 @@ import (
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/memohfs/memohfs/internal/embedded"
 	"github.com/memohfs/memohfs/runtime"
 	"github.com/opencontainers/go-digest"
 )
 
 // Containerd is the run's private containerd daemon.
 type Containerd struct {
-	Dir     string // root, state, sockets, shim sockets and log live here
-	Address string
-	BinDir  string
-	stamp   string
-	done    chan struct{}
+	*embedded.Containerd
 }
-
-const containerdConfig = `# private containerd for memohfs tests (config version 4, containerd v2)
-version = 4
-root  = '{{DIR}}/root'
-state = '{{DIR}}/state'
-temp  = '{{DIR}}/tmp'
-imports = []
-disabled_plugins = [
-  'io.containerd.grpc.v1.cri',
-  'io.containerd.cri.v1.images',
-  'io.containerd.cri.v1.runtime',
-  'io.containerd.podsandbox.controller.v1.podsandbox',
-  'io.containerd.nri.v1.nri',
-  'io.containerd.internal.v1.opt',
-  'io.containerd.tracing.processor.v1.otlp',
-  'io.containerd.internal.v1.tracing',
-  'io.containerd.snapshotter.v1.btrfs',
-  'io.containerd.snapshotter.v1.zfs',
-  'io.containerd.snapshotter.v1.devmapper',
-  'io.containerd.snapshotter.v1.blockfile',
-  'io.containerd.snapshotter.v1.erofs',
-]
-
-[debug]
-  level = 'warn'
-
-[plugins]
-  [plugins.'io.containerd.server.v1.grpc']
-    address = '{{DIR}}/c.sock'
-  [plugins.'io.containerd.server.v1.ttrpc']
-    address = '{{DIR}}/c.sock.ttrpc'
-  [plugins.'io.containerd.server.v1.debug']
-    address = '{{DIR}}/debug.sock'
-  [plugins.'io.containerd.shim.v1.manager']
-    socket_dir = '{{DIR}}/s'
-  [plugins.'io.containerd.gc.v1.scheduler']
-    startup_delay = '100ms'
-`
 
 // ContainerdBinDir finds the containerd binaries `make deps` built for the
 // version go.mod pins.
@@ -76,7 +33,7 @@ func ContainerdBinDir() (string, error) {
 	if dir == "" {
 		v := ContainerdVersion()
 		if v == "" {
-			return "", errors.New("cannot tell the containerd version from the build info")
+			return "", errors.New("cannot tell the containerd version from go.mod")
 		}
 		dir = filepath.Join(moduleRoot(), ".cache", "containerd", v, "bin")
 	}
@@ -88,6 +45,10 @@ func ContainerdBinDir() (string, error) {
 	return dir, nil
 }
 
+func containerdConfig(dir, bin string) embedded.ContainerdConfig {
+	return embedded.ContainerdConfig{BinDir: bin, Dir: dir}
+}
+
 func startContainerd(runDir string) (*Containerd, error) {
 	bin, err := ContainerdBinDir()
 	if err != nil {
@@ -96,76 +57,21 @@ func startContainerd(runDir string) (*Containerd, error) {
 	if _, err := lookPath("runc", "/usr/sbin", "/usr/bin"); err != nil {
 		return nil, fmt.Errorf("runc missing (run `make deps`): %w", err)
 	}
-	dir := filepath.Join(runDir, "ctrd")
-	if err := os.MkdirAll(dir, 0o711); err != nil {
-		return nil, err
-	}
-	conf := strings.ReplaceAll(containerdConfig, "{{DIR}}", dir)
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(conf), 0o644); err != nil {
-		return nil, err
-	}
-	return launchContainerd(dir, bin)
+	return launchContainerd(filepath.Join(runDir, "ctrd"), bin)
 }
 
 // launchContainerd starts the daemon of dir (fresh, or again over the state
-// of a dead run) and waits until it answers.
+// of a dead run, or adopts it if it still runs).
 func launchContainerd(dir, bin string) (*Containerd, error) {
-	c := &Containerd{Dir: dir, Address: filepath.Join(dir, "c.sock"), BinDir: bin, done: make(chan struct{})}
-	logf, err := os.OpenFile(filepath.Join(dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	c, err := embedded.StartContainerd(context.Background(), containerdConfig(dir, bin))
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
-	cmd := exec.Command(filepath.Join(bin, "containerd"), "--config", filepath.Join(dir, "config.toml"))
-	// The daemon finds its shim by PATH; runc comes from the system.
-	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/sbin:/usr/bin:/sbin:/bin")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group: a ^C to `go test` must not reach the daemon
-	// before the teardown does its work in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start containerd: %w", err)
-	}
-	c.stamp = ownerStamp(cmd.Process.Pid)
-	if err := os.WriteFile(filepath.Join(dir, "containerd.pid"), []byte(c.stamp), 0o644); err != nil {
-		return nil, err
-	}
-	go func() { cmd.Wait(); close(c.done) }()
-	err = waitFor(20*time.Second, func() error {
-		select {
-		case <-c.done:
-			return errors.New("containerd exited")
-		default:
-		}
-		return c.ping()
-	})
-	if err != nil {
-		c.stop()
-		return nil, fmt.Errorf("containerd did not come up: %v; log: %s", err, tail(filepath.Join(dir, "containerd.log"), 10))
-	}
-	return c, nil
-}
-
-func (c *Containerd) ping() error {
-	client, err := c.client()
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	ctx, cancel := ctxTimeout(time.Second)
-	defer cancel()
-	_, err = client.Version(ctx)
-	return err
+	return &Containerd{c}, nil
 }
 
 func (c *Containerd) client() (*containerd.Client, error) {
-	return containerd.New(c.Address, containerd.WithTimeout(2*time.Second))
-}
-
-// Pid is the daemon's pid.
-func (c *Containerd) Pid() int {
-	pid, _ := stampAlive(c.stamp)
-	return pid
+	return containerd.New(c.Address(), containerd.WithTimeout(2*time.Second))
 }
 
 // Restart stops the daemon and starts it again over the same state (shims
@@ -175,24 +81,24 @@ func (c *Containerd) Restart(t testing.TB) {
 	if err := c.stop(); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := launchContainerd(c.Dir, c.BinDir)
+	nc, err := embedded.StartContainerd(context.Background(), c.Config())
 	if err != nil {
 		t.Fatal(err)
 	}
-	*c = *nc
+	c.Containerd = nc
 }
 
 func (c *Containerd) stop() error {
-	if c == nil || c.stamp == "" {
+	if c == nil || c.Containerd == nil {
 		return nil
 	}
-	return terminate(c.stamp, syscall.SIGTERM, 10*time.Second)
+	return c.Stop(10 * time.Second)
 }
 
 // sweepAll empties every namespace of the daemon, then releases what CNI
-// and pinned netns files tests left, then unmounts leftovers.
+// and pinned netns files tests left.
 func (c *Containerd) sweepAll(n NetInfo) error {
-	if c == nil {
+	if c == nil || c.Containerd == nil {
 		return nil
 	}
 	ctx, cancel := ctxTimeout(2 * time.Minute)
@@ -218,7 +124,7 @@ func (c *Containerd) sweepAll(n NetInfo) error {
 	return errors.Join(errs...)
 }
 
-// SweepNamespace removes everything in a namespace, in order: tasks,
+// sweepNamespace removes everything in a namespace, in order: tasks,
 // containers (with their CNI and netns), snapshots, images, leases,
 // content, the namespace.
 func sweepNamespace(ctx context.Context, client *containerd.Client, ns string, n NetInfo) error {
@@ -281,13 +187,4 @@ func sweepNamespace(ctx context.Context, client *containerd.Client, ns string, n
 		note("namespace", client.NamespaceService().Delete(ctx, ns))
 	}
 	return errors.Join(errs...)
-}
-
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/netns"
 	gocni "github.com/containerd/go-cni"
+	"github.com/memohfs/memohfs/internal/embedded"
 	"github.com/memohfs/memohfs/runtime"
 )
 
@@ -159,7 +160,7 @@ func restoreIPForward(self int) error {
 		if !e.IsDir() {
 			continue
 		}
-		if pid, ok := readStamp(filepath.Join(Root, e.Name(), "owner")); ok && pid != self {
+		if pid, ok := embedded.ReadStamp(filepath.Join(Root, e.Name(), "owner")).Pid(); ok && pid != self {
 			return nil // another run still needs the network
 		}
 	}

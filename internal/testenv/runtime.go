@@ -41,7 +41,7 @@ func (e *Env) RuntimeConfig(t testing.TB) runtime.Config {
 	state := e.TempDir(t)
 	ns := e.Namespace(t)
 	return runtime.Config{
-		Address:      e.Containerd.Address,
+		Address:      e.Containerd.Address(),
 		Namespace:    ns,
 		ImageArchive: e.ImageArchive,
 		StateDir:     state,

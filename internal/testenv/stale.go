@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"fmt"
+	"github.com/memohfs/memohfs/internal/embedded"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +27,7 @@ func cleanStale() {
 			continue
 		}
 		dir := filepath.Join(Root, e.Name())
-		if _, alive := readStamp(filepath.Join(dir, "owner")); alive {
+		if embedded.ReadStamp(filepath.Join(dir, "owner")).Alive() {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "testenv: cleaning up after a dead run in %s\n", dir)
@@ -49,20 +50,15 @@ func cleanRun(dir string) error {
 	}
 	ctrdDir := filepath.Join(dir, "ctrd")
 	if _, err := os.Stat(filepath.Join(ctrdDir, "config.toml")); err == nil {
-		c := &Containerd{Dir: ctrdDir, Address: filepath.Join(ctrdDir, "c.sock")}
-		if b, err := os.ReadFile(filepath.Join(ctrdDir, "containerd.pid")); err == nil {
-			if _, alive := stampAlive(string(b)); alive {
-				c.stamp = string(b)
-			}
+		// Adopted if it still runs, started again over its state if not:
+		// either way its tasks can then be stopped through the API.
+		bin, err := ContainerdBinDir()
+		if err != nil {
+			return err
 		}
-		if c.stamp == "" {
-			bin, err := ContainerdBinDir()
-			if err == nil {
-				c, err = launchContainerd(ctrdDir, bin)
-			}
-			if err != nil {
-				return fmt.Errorf("restart its containerd: %w", err)
-			}
+		c, err := launchContainerd(ctrdDir, bin)
+		if err != nil {
+			return fmt.Errorf("restart its containerd: %w", err)
 		}
 		if err := c.sweepAll(n); err != nil {
 			fmt.Fprintf(os.Stderr, "testenv: sweep %s: %v\n", dir, err)
@@ -75,9 +71,7 @@ func cleanRun(dir string) error {
 	pids, _ := filepath.Glob(filepath.Join(dir, "pg", "postgres.pid"))
 	more, _ := filepath.Glob(filepath.Join(dir, "t", "*", "pg", "postgres.pid"))
 	for _, p := range append(pids, more...) {
-		if b, err := os.ReadFile(p); err == nil {
-			terminate(string(b), syscall.SIGINT, 20*time.Second)
-		}
+		embedded.ReadStamp(p).Terminate(syscall.SIGINT, 20*time.Second)
 	}
 	unmountUnder(dir)
 	if n.Bridge != "" {

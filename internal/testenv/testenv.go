@@ -29,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/memohfs/memohfs/internal/embedded"
 	"github.com/memohfs/memohfs/runtime/ociimage"
 )
 
@@ -216,7 +217,7 @@ func newRunDir() (id, dir string, err error) {
 		id = hex.EncodeToString(b[:])
 		dir = filepath.Join(Root, id)
 		if err = os.Mkdir(dir, 0o755); err == nil {
-			err = os.WriteFile(filepath.Join(dir, "owner"), []byte(ownerStamp(os.Getpid())), 0o644)
+			err = os.WriteFile(filepath.Join(dir, "owner"), []byte(embedded.StampOf(os.Getpid())), 0o644)
 			return id, dir, err
 		}
 		if !os.IsExist(err) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/memohfs/memohfs/internal/embedded"
 	"github.com/memohfs/memohfs/runtime"
 )
 
@@ -45,7 +46,7 @@ func orphanMain() {
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		fail(err)
 	}
-	rt, err := runtime.New(runtime.Config{Address: e.Containerd.Address, Namespace: "orphan",
+	rt, err := runtime.New(runtime.Config{Address: e.Containerd.Address(), Namespace: "orphan",
 		ImageArchive: e.ImageArchive, StateDir: state, Network: e.Net.Config()})
 	if err != nil {
 		fail(err)
@@ -62,12 +63,12 @@ func orphanMain() {
 		fail(err)
 	}
 	c, _ := rt.Container(ctx, "orphan")
-	pgPid, _ := stampAlive(e.Postgres.stamp)
+	pgPid, _ := e.Postgres.Stamp().Pid()
 	out, _ := json.Marshal(orphan{
 		Dir: e.Dir, Bridge: e.Net.Bridge, Subnet: e.Net.Subnet,
-		Containerd: e.Containerd.Pid(), ContainerdStamp: e.Containerd.stamp,
-		Postgres: pgPid, PostgresStamp: e.Postgres.stamp,
-		Task: int(ti.Pid), TaskStamp: ownerStamp(int(ti.Pid)), NetNS: c.NetNS,
+		Containerd: e.Containerd.Pid(), ContainerdStamp: string(e.Containerd.Stamp()),
+		Postgres: pgPid, PostgresStamp: string(e.Postgres.Stamp()),
+		Task: int(ti.Pid), TaskStamp: string(embedded.StampOf(int(ti.Pid))), NetNS: c.NetNS,
 	})
 	os.Stdout.Write(append(out, '\n'))
 	syscall.Kill(os.Getpid(), syscall.SIGKILL)
@@ -86,7 +87,7 @@ func TestStaleRunCleanup(t *testing.T) {
 		t.Fatalf("orphan output %q: %v", out, err)
 	}
 	for name, stamp := range map[string]string{"containerd": o.ContainerdStamp, "postgres": o.PostgresStamp, "task": o.TaskStamp} {
-		if _, ok := stampAlive(stamp); !ok {
+		if !embedded.Stamp(stamp).Alive() {
 			t.Fatalf("the orphan's %s is not running; the test proves nothing", name)
 		}
 	}
@@ -100,7 +101,7 @@ func TestStaleRunCleanup(t *testing.T) {
 	cleanStale()
 
 	for name, stamp := range map[string]string{"containerd": o.ContainerdStamp, "postgres": o.PostgresStamp, "task": o.TaskStamp} {
-		if !waitGone(stamp, 5*time.Second) {
+		if waitAlive(embedded.Stamp(stamp), 5*time.Second) {
 			t.Errorf("the orphan's %s still runs after cleanup", name)
 		}
 	}
@@ -118,19 +119,28 @@ func TestStaleRunCleanup(t *testing.T) {
 	}
 }
 
+// waitAlive reports whether s still runs after d.
+func waitAlive(s embedded.Stamp, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for s.Alive() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s.Alive()
+}
+
 func TestStamp(t *testing.T) {
-	s := ownerStamp(os.Getpid())
-	if pid, ok := stampAlive(s); !ok || pid != os.Getpid() {
+	s := embedded.StampOf(os.Getpid())
+	if pid, ok := s.Pid(); !ok || pid != os.Getpid() {
 		t.Fatalf("own stamp %q not alive", s)
 	}
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := stampAlive(ownerStamp(cmd.Process.Pid)); ok {
+	if embedded.StampOf(cmd.Process.Pid).Alive() {
 		t.Fatal("an exited process reads as alive")
 	}
-	if _, ok := stampAlive("1 0"); ok {
+	if embedded.Stamp("1 0").Alive() {
 		t.Fatal("pid 1 with a wrong start time reads as alive")
 	}
 }
