@@ -85,7 +85,11 @@ func New(ctx context.Context, rt runtime.Runtime, st *store.Store, opts Options)
 	for _, rec := range recs {
 		b := newBot(rec)
 		c.bots[rec.Name] = b
-		c.refreshTask(ctx, b)
+		// Live pid and address of what runs; what does not run although
+		// recorded as running is Reconcile's to settle (it may restart it).
+		if ti, err := rt.Task(ctx, rec.Name); err == nil && (ti.State == runtime.TaskRunning || ti.State == runtime.TaskPaused) {
+			b.setLive(StateRunning, int(ti.Pid), ti.IP)
+		}
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel

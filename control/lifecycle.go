@@ -143,20 +143,23 @@ func (b *bot) setLive(s State, pid int, ip string) {
 // (and re-reading every running bot's task) when the stream breaks.
 func (c *Controller) followRuntime(ctx context.Context) {
 	backoff := 200 * time.Millisecond
-	for ctx.Err() == nil {
+	for first := true; ctx.Err() == nil; first = false {
 		sctx, cancel := context.WithCancel(ctx)
 		events, errc := c.rt.Events(sctx)
-		// Exits missed while not subscribed.
-		c.mu.RLock()
-		var running []*bot
-		for _, b := range c.bots {
-			if b.getState() == StateRunning {
-				running = append(running, b)
+		// Exits missed while the stream was broken. (Those from before
+		// the daemon started are Reconcile's.)
+		if !first {
+			c.mu.RLock()
+			var running []*bot
+			for _, b := range c.bots {
+				if b.getState() == StateRunning {
+					running = append(running, b)
+				}
 			}
-		}
-		c.mu.RUnlock()
-		for _, b := range running {
-			c.refreshTask(ctx, b)
+			c.mu.RUnlock()
+			for _, b := range running {
+				c.refreshTask(ctx, b)
+			}
 		}
 		for ev := range events {
 			backoff = 200 * time.Millisecond

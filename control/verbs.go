@@ -51,6 +51,18 @@ var verbs = []verb{
 			_, err := c.snapshot(ctx, b, name, sourceManual)
 			return err
 		}},
+	{"autostart", 1, 1, "autostart on|off", "start the bot again when memohfs starts and finds it stopped",
+		func(c *Controller, ctx context.Context, b *bot, args []string) error {
+			var on bool
+			switch args[0] {
+			case "on":
+				on = true
+			case "off":
+			default:
+				return errorf(KindInvalid, "autostart: want on or off, not %q", truncate(args[0], 40))
+			}
+			return c.setAutoStart(ctx, b, on)
+		}},
 	{"restore", 1, 1, "restore NAME", "snapshot as pre-restore-<version>, stop, put rootfs and data/ back to NAME, start if it ran",
 		func(c *Controller, ctx context.Context, b *bot, args []string) error {
 			return c.restore(ctx, b, args[0])

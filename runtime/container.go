@@ -87,7 +87,7 @@ func (c *Containerd) Create(ctx context.Context, spec BotSpec) (_ ContainerInfo,
 	}
 	if !reattached {
 		key = activeKey(spec.Bot, generation())
-		if _, err := sn.Prepare(ctx, key, parent, snapshots.WithLabels(map[string]string{LabelBot: spec.Bot})); err != nil {
+		if _, err := sn.Prepare(ctx, key, parent, snapshots.WithLabels(rootfsLabels(spec.Bot))); err != nil {
 			return ContainerInfo{}, fmt.Errorf("prepare rootfs of bot %q: %w", spec.Bot, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 )
@@ -74,4 +75,11 @@ func snapNameOf(bot, key string) string {
 		return ""
 	}
 	return name
+}
+
+// rootfsLabels mark a bot's active rootfs. It is a GC root: a rootfs must
+// outlive the loss of its container, so the container can be made again
+// on it (the seed lost data when a rebuild started from scratch).
+func rootfsLabels(bot string) map[string]string {
+	return map[string]string{LabelBot: bot, labelGCRoot: time.Now().UTC().Format(time.RFC3339Nano)}
 }

@@ -9,8 +9,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/netns"
 	"github.com/containerd/errdefs"
 	gocni "github.com/containerd/go-cni"
@@ -269,4 +271,67 @@ func IPAMLeases(n NetworkConfig) (map[string]string, error) {
 		out[e.Name()] = strings.TrimSpace(id)
 	}
 	return out, nil
+}
+
+// ReleaseNetworkLeaks frees network state no live task of this namespace
+// uses: IPAM leases of containers that are gone or not running (a crash
+// between start and stop leaves them), and pinned netns files no container
+// records. It returns what it released.
+func (c *Containerd) ReleaseNetworkLeaks(ctx context.Context) (_ []string, err error) {
+	defer native(&err)
+	ctx = c.ns(ctx)
+	var released []string
+	leases, err := IPAMLeases(c.cfg.Network)
+	if err != nil {
+		return nil, err
+	}
+	inUse := map[string]bool{}
+	for ip, id := range leases {
+		cid, ok := strings.CutPrefix(id, c.cfg.Namespace+".")
+		if !ok {
+			continue // another namespace's
+		}
+		ctr, lerr := c.client.LoadContainer(ctx, cid)
+		if lerr != nil && !errdefs.IsNotFound(lerr) {
+			return released, lerr
+		}
+		if lerr == nil {
+			if task, terr := ctr.Task(ctx, nil); terr == nil {
+				if st, serr := task.Status(ctx); serr == nil && (st.Status == containerd.Running || st.Status == containerd.Paused) {
+					labels, _ := ctr.Labels(ctx)
+					inUse[labels[LabelNetNS]] = true
+					continue
+				}
+			}
+			if rerr := c.releaseNetwork(ctx, ctr); rerr != nil {
+				return released, rerr
+			}
+		} else if terr := c.net.teardown(ctx, cid, ""); terr != nil {
+			return released, terr
+		}
+		released = append(released, fmt.Sprintf("lease %s of %s", ip, cid))
+	}
+	entries, _ := os.ReadDir(c.cfg.NetNSDir)
+	for _, e := range entries {
+		p := filepath.Join(c.cfg.NetNSDir, e.Name())
+		if inUse[p] {
+			continue
+		}
+		// A pin still recorded by a container whose task is down is
+		// released with its lease above; anything left is a leftover.
+		if c.netnsRecorded(ctx, p) {
+			continue
+		}
+		if err := netns.LoadNetNS(p).Remove(); err != nil {
+			return released, fmt.Errorf("remove netns %s: %w", p, err)
+		}
+		released = append(released, "netns "+e.Name())
+	}
+	return released, nil
+}
+
+// netnsRecorded reports whether a running container records nsPath.
+func (c *Containerd) netnsRecorded(ctx context.Context, nsPath string) bool {
+	list, err := c.client.ContainerService().List(ctx, `labels."`+LabelNetNS+`"==`+strconv.Quote(nsPath))
+	return err == nil && len(list) > 0
 }

@@ -63,6 +63,10 @@ type Runtime interface {
 	// then says why (nil error after ctx ends).
 	Events(ctx context.Context) (<-chan Event, <-chan error)
 
+	// ReleaseNetworkLeaks frees IPAM leases and netns pins no running task
+	// uses, and says what it freed.
+	ReleaseNetworkLeaks(ctx context.Context) ([]string, error)
+
 	// LogPath is the host file receiving the bot's stdout and stderr.
 	LogPath(bot string) string
 	// Defaults says which image and snapshotter new bots get.

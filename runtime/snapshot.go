@@ -318,7 +318,7 @@ func (c *Containerd) Restore(ctx context.Context, bot, name string) (_ Container
 	}
 	defer done(context.WithoutCancel(ctx))
 	newKey := activeKey(bot, generation())
-	if _, err := sn.Prepare(ctx, newKey, from, snapshots.WithLabels(map[string]string{LabelBot: bot})); err != nil {
+	if _, err := sn.Prepare(ctx, newKey, from, snapshots.WithLabels(rootfsLabels(bot))); err != nil {
 		return ContainerInfo{}, fmt.Errorf("prepare rootfs from snapshot %q: %w", name, err)
 	}
 	if err := ctr.Update(ctx, func(_ context.Context, _ *containerd.Client, r *containers.Container) error {

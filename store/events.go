@@ -57,3 +57,11 @@ func (s *Store) ListEvents(ctx context.Context, botID string, after int64, limit
 	})
 	return evs, classify(err, "list events of bot "+botID)
 }
+
+// LastEvent is the bot's newest event; NotFound if it has none.
+func (s *Store) LastEvent(ctx context.Context, botID string) (Event, error) {
+	var e Event
+	err := s.pool.QueryRow(ctx, `SELECT id, bot_id, type, payload, created_at FROM events
+		WHERE bot_id = $1 ORDER BY id DESC LIMIT 1`, botID).Scan(&e.ID, &e.BotID, &e.Type, &e.Payload, &e.Time)
+	return e, classify(err, "last event of bot "+botID)
+}

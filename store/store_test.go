@@ -357,6 +357,13 @@ func TestEvents(t *testing.T) {
 	if !evs[0].Time.Before(evs[1].Time) && !evs[0].Time.Equal(evs[1].Time) {
 		t.Fatalf("event times go backwards: %v %v", evs[0].Time, evs[1].Time)
 	}
+	last, err := s.LastEvent(ctx, b.ID)
+	if err != nil || last.ID != ids[4] || last.Payload["i"] != float64(4) {
+		t.Fatalf("last event: %+v %v", last, err)
+	}
+	if _, err := s.LastEvent(ctx, "00000000-0000-0000-0000-000000000000"); !store.IsNotFound(err) {
+		t.Fatalf("last event of a missing bot: %v", err)
+	}
 	if _, err := s.AddEvent(ctx, b.ID, store.Event{}); !store.IsInvalid(err) {
 		t.Fatalf("empty event type: %v", err)
 	}
