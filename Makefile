@@ -14,9 +14,14 @@ TEST_TIMEOUT ?= 15m
 deps:
 	@./scripts/deps.sh >/dev/null
 
-## build: bin/memohfs
+STATE_DIR ?= /var/lib/memohfs
+MOUNT ?= /memoh
+
+## build: bin/memohfs, with the pinned containerd beside it (memohfs up runs it)
 build:
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/memohfs ./cmd/memohfs
+	@for b in containerd containerd-shim-runc-v2 ctr; do \
+		cmp -s $(MEMOHFS_CONTAINERD_BIN)/$$b bin/$$b 2>/dev/null || cp $(MEMOHFS_CONTAINERD_BIN)/$$b bin/$$b; done
 
 ## vet: go vet and gofmt
 vet:
@@ -25,13 +30,14 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
 ## test: everything, integration included (root; CI=true turns a missing dependency into a failure)
-test: deps vet
+test: deps vet build
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-## run: serve /memoh on this machine
+## run: serve $(MOUNT) on this machine, state in $(STATE_DIR) (^C stops it; bots keep running)
 run: deps build
-	@echo "memohfs: bin/memohfs is built; the daemon (memohfs up --mount /memoh) is not yet there:"
-	@echo "it lands with the daemon issue. Try: bin/memohfs image build -o /tmp/bot.tar"
+	@echo "memohfs: mounting $(MOUNT), state in $(STATE_DIR), logs below. In another shell:"
+	@echo "  mkdir $(MOUNT)/demo && echo start > $(MOUNT)/demo/ctl && cat $(MOUNT)/demo/status"
+	./bin/memohfs up --mount $(MOUNT) --state-dir $(STATE_DIR)
 
 clean:
 	rm -rf bin

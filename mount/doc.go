@@ -1,6 +1,6 @@
-// Package mount owns the mount point: mounting and unmounting the FUSE
-// server, clearing stale mounts (ENOTCONN) at start, and turning SIGINT and
-// SIGTERM into a clean unmount with a lazy-unmount fallback.
-//
-// It lands with the daemon issue.
+// Package mount owns the mount point: it clears a stale mount (a dead
+// memohfs leaves one: stat says ENOTCONN) before mounting, turns SIGINT and
+// SIGTERM into a clean unmount (retried while the mount is busy, then a
+// lazy unmount, within a bounded time), passes SIGHUP on for a reload, and
+// unmounts on request (`memohfs umount`).
 package mount

@@ -93,6 +93,14 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 	p := &Postgres{cfg: cfg}
 	p.uid, _ = strconv.Atoi(u.Uid)
 	p.gid, _ = strconv.Atoi(u.Gid)
+	for _, d := range []string{filepath.Dir(cfg.Dir), filepath.Dir(cfg.SocketDir)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, err
+		}
+		if err := traversable(d, p.uid); err != nil {
+			return nil, err
+		}
+	}
 	for _, d := range []string{cfg.Dir, cfg.dataDir(), cfg.SocketDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
@@ -253,4 +261,25 @@ func (p *Postgres) Stop() error {
 		os.Remove(p.cfg.pidPath())
 	}
 	return err
+}
+
+// traversable checks the cluster's user can reach dir: every directory
+// from / down must let it search (x).
+func traversable(dir string, uid int) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for d := abs; ; d = filepath.Dir(d) {
+		var st syscall.Stat_t
+		if err := syscall.Stat(d, &st); err != nil {
+			return err
+		}
+		if int(st.Uid) != uid && st.Mode&0o001 == 0 {
+			return fmt.Errorf("%s (mode %o) does not let the postgres user through: chmod o+x %s", d, st.Mode&0o777, d)
+		}
+		if d == "/" {
+			return nil
+		}
+	}
 }

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/memohfs/memohfs/control"
+	"github.com/memohfs/memohfs/fsnodes"
+	"github.com/memohfs/memohfs/mount"
+	"github.com/memohfs/memohfs/runtime"
+	"github.com/memohfs/memohfs/store"
+	"github.com/urfave/cli/v2"
+)
+
+// serveOptions are what serving a mount needs, from `serve`'s flags or
+// from what `up` started.
+type serveOptions struct {
+	Mount          string
+	DatabaseURL    string
+	Runtime        runtime.Config
+	DataRoot       string
+	AllowOther     bool
+	StopBotsOnExit bool
+	DebugFUSE      bool
+}
+
+func serveFlags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "mount", Usage: "mount point", Required: true, EnvVars: env("mount")},
+		str("database-url", "", "Postgres connection string (libpq URL or key=value)"),
+		str("containerd-address", "/run/containerd/containerd.sock", "containerd socket"),
+		str("namespace", "memohfs", "containerd namespace"),
+		str("state-dir", "/var/lib/memohfs", "runtime state: runc root, netns pins, FIFOs, bot logs, CNI state"),
+		str("data-root", "", "bots' data dirs and snapshot data (default: <state-dir>/data)"),
+		str("image", "", "bot image (default: the bundled busybox image)"),
+		str("image-archive", "", "OCI layout tar imported when the image is missing (else it is pulled)"),
+		str("snapshotter", "overlayfs", "containerd snapshotter"),
+		str("cni-bin-dir", "/usr/lib/cni:/opt/cni/bin", "CNI plugin dirs, colon separated"),
+		str("cni-conf-dir", "", "where the bridge conflist is written (default: <state-dir>/cni/net.d)"),
+		str("subnet", "10.209.0.0/16", "bots' bridge subnet"),
+		str("bridge", "memohfs0", "bots' bridge device"),
+		boolf("allow-other", "let users other than root use the mount (each sees only their bots)"),
+		boolf("stop-bots-on-exit", "stop every bot when memohfs exits (by default they keep running)"),
+		boolf("debug-fuse", "log every FUSE request"),
+	}, logFlags()...)
+}
+
+func serveCommand() *cli.Command {
+	return withConfig(&cli.Command{
+		Name:  "serve",
+		Usage: "serve the mount against an existing containerd and Postgres until SIGINT/SIGTERM",
+		Description: "serve connects to a containerd (--containerd-address) and a Postgres (--database-url) that\n" +
+			"run on their own, and serves /M/<bot> at --mount. Bots keep running when it exits.",
+		Flags: serveFlags(),
+		Action: func(c *cli.Context) error {
+			logs, err := newLogging(c, os.Stderr)
+			if err != nil {
+				return err
+			}
+			if c.String("database-url") == "" {
+				return errors.New("--database-url (or MEMOHFS_DATABASE_URL) is required")
+			}
+			o := serveOptionsFrom(c)
+			return serve(context.Background(), o, logs, func() { logs.reload(c) })
+		},
+	})
+}
+
+func serveOptionsFrom(c *cli.Context) serveOptions {
+	state := c.String("state-dir")
+	dataRoot := c.String("data-root")
+	if dataRoot == "" {
+		dataRoot = filepath.Join(state, "data")
+	}
+	confDir := c.String("cni-conf-dir")
+	if confDir == "" {
+		confDir = filepath.Join(state, "cni", "net.d")
+	}
+	return serveOptions{
+		Mount:          c.String("mount"),
+		DatabaseURL:    c.String("database-url"),
+		DataRoot:       dataRoot,
+		AllowOther:     c.Bool("allow-other"),
+		StopBotsOnExit: c.Bool("stop-bots-on-exit"),
+		DebugFUSE:      c.Bool("debug-fuse"),
+		Runtime: runtime.Config{
+			Address:      c.String("containerd-address"),
+			Namespace:    c.String("namespace"),
+			Snapshotter:  c.String("snapshotter"),
+			Image:        c.String("image"),
+			ImageArchive: c.String("image-archive"),
+			StateDir:     filepath.Join(state, "runtime"),
+			Network: runtime.NetworkConfig{
+				Bridge:     c.String("bridge"),
+				Subnet:     c.String("subnet"),
+				PluginDirs: splitPath(c.String("cni-bin-dir")),
+				ConfDir:    confDir,
+				IPAMDir:    filepath.Join(state, "cni", "ipam"),
+			},
+		},
+	}
+}
+
+// serve runs the mount until a signal: connect the runtime and the store,
+// load the bots, mount, reconcile in the background, serve, then unmount
+// and let go of everything (bots keep running unless asked otherwise).
+func serve(ctx context.Context, o serveOptions, logs *logging, reload func()) error {
+	log := logs.logger
+	abs, err := filepath.Abs(o.DataRoot)
+	if err != nil {
+		return err
+	}
+	o.DataRoot = abs
+	rt, err := runtime.New(o.Runtime)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	if v, err := rt.Version(ctx); err != nil {
+		return fmt.Errorf("containerd: %w", err)
+	} else {
+		log.Info("containerd", "address", o.Runtime.Address, "version", v)
+	}
+	img, err := rt.EnsureImage(ctx)
+	if err != nil {
+		return fmt.Errorf("bot image: %w", err)
+	}
+	log.Info("bot image", "name", img.Name, "digest", img.Digest, "imported", img.Imported)
+	st, err := store.Open(ctx, o.DatabaseURL, store.Options{})
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer st.Close()
+	ctl, err := control.New(ctx, rt, st, control.Options{DataRoot: o.DataRoot, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+
+	cleared, err := mount.Prepare(o.Mount)
+	if err != nil {
+		return err
+	}
+	if cleared {
+		log.Warn("cleared a stale mount (a memohfs before this one died)", "mount", o.Mount)
+	}
+	server, root, err := fsnodes.Mount(o.Mount, ctl, fsnodes.Options{AllowOther: o.AllowOther, Debug: o.DebugFUSE, Logger: log})
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", o.Mount, err)
+	}
+	log.Info("serving", "mount", o.Mount, "bots", len(ctl.Bots()), "data_root", o.DataRoot)
+
+	// Reconcile on a context of its own: not cut short by anything
+	// start-up scoped, stopped only when serving stops.
+	rctx, stopReconcile := context.WithCancel(context.Background())
+	reconciled := make(chan struct{})
+	go func() {
+		defer close(reconciled)
+		if _, err := ctl.Reconcile(rctx); err != nil {
+			log.Error("reconcile", "err", err)
+		}
+	}()
+
+	mode, err := mount.Serve(ctx, server, o.Mount, mount.ServeOptions{
+		Stopping: root.Close, Reload: reload, Logger: log,
+	})
+	root.Close()
+	stopReconcile()
+	<-reconciled
+	if err != nil {
+		return err
+	}
+	log.Info("unmounted", "mount", o.Mount, "how", string(mode))
+	if o.StopBotsOnExit {
+		stopAll(ctl, log)
+	}
+	uctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rt.UnmountAll(uctx); err != nil {
+		log.Warn("unmount snapshot views", "err", err)
+	}
+	return nil
+}
+
+// stopAll stops every running bot (--stop-bots-on-exit).
+func stopAll(ctl *control.Controller, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, b := range ctl.Bots() {
+		if st, err := ctl.Status(b.Name); err == nil && st.State == control.StateRunning {
+			if err := ctl.Ctl(ctx, b.Name, "stop"); err != nil {
+				log.Error("stop on exit", "bot", b.Name, "err", err)
+			} else {
+				log.Info("stopped on exit", "bot", b.Name)
+			}
+		}
+	}
+}

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/memohfs/memohfs/mount"
+	"github.com/urfave/cli/v2"
+)
+
+func umountCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "umount",
+		Usage:     "unmount a memohfs mount; a busy one is detached lazily (and says so)",
+		ArgsUsage: "DIR",
+		Flags: []cli.Flag{
+			&cli.DurationFlag{Name: "wait", Value: 3 * time.Second, Usage: "how long to retry a busy mount before the lazy unmount"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("usage: memohfs umount DIR")
+			}
+			dir := c.Args().First()
+			mode, err := mount.Unmount(dir, c.Duration("wait"))
+			if err != nil {
+				return err
+			}
+			switch mode {
+			case mount.Clean:
+				fmt.Fprintf(c.App.Writer, "%s: unmounted\n", dir)
+			case mount.Lazy:
+				fmt.Fprintf(c.App.Writer, "%s: busy: detached lazily; it goes when its last user lets go\n", dir)
+			case mount.NotThere:
+				return fmt.Errorf("%s: not mounted", dir)
+			}
+			return nil
+		},
+	}
+}

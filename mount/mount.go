@@ -1,0 +1,247 @@
+package mount
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// State of a mount point.
+type State int
+
+const (
+	NotMounted State = iota
+	Mounted          // a live mount
+	Stale            // a mount whose server is gone (ENOTCONN)
+)
+
+func (s State) String() string {
+	return [...]string{"not mounted", "mounted", "stale"}[s]
+}
+
+// Mode says how an unmount went.
+type Mode string
+
+const (
+	Clean    Mode = "clean"    // unmounted
+	Lazy     Mode = "lazy"     // detached while busy; freed when its users let go
+	NotThere Mode = "not mounted"
+)
+
+// fstype is the type of the mount at dir ("" when dir is not a mount
+// point), from /proc/self/mountinfo: never touching the mount itself,
+// which could hang if its server does.
+func fstype(dir string) (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	dir = filepath.Clean(dir)
+	typ := ""
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 || unescape(fields[4]) != dir {
+			continue
+		}
+		for i := 6; i < len(fields); i++ {
+			if fields[i] == "-" && i+1 < len(fields) {
+				typ = fields[i+1] // the last mount on dir wins
+				break
+			}
+		}
+	}
+	return typ, sc.Err()
+}
+
+func unescape(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
+
+// Check tells whether dir is a live mount, a stale one, or no mount. A
+// FUSE mount whose server does not answer within a second counts as stale.
+func Check(dir string) (State, error) {
+	typ, err := fstype(dir)
+	if err != nil {
+		return NotMounted, err
+	}
+	if typ == "" {
+		return NotMounted, nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		var st syscall.Stat_t
+		done <- syscall.Stat(dir, &st)
+	}()
+	select {
+	case err := <-done:
+		if errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) {
+			return Stale, nil
+		}
+		return Mounted, nil
+	case <-time.After(time.Second):
+		if strings.HasPrefix(typ, "fuse") {
+			return Stale, nil // its server hangs
+		}
+		return Mounted, nil
+	}
+}
+
+// Prepare makes dir ready to mount on: it creates it, and clears a stale
+// mount a dead memohfs left there. A live mount is an error: another
+// server has it. It reports whether it cleared a stale mount.
+func Prepare(dir string) (cleared bool, err error) {
+	st, err := Check(dir)
+	if err != nil {
+		return false, err
+	}
+	switch st {
+	case Mounted:
+		typ, _ := fstype(dir)
+		return false, fmt.Errorf("%s is mounted already (%s): unmount it first (memohfs umount %s)", dir, typ, dir)
+	case Stale:
+		abort(dir)
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+			return false, fmt.Errorf("clear the stale mount on %s: %w", dir, err)
+		}
+		cleared = true
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return cleared, err
+	}
+	return cleared, nil
+}
+
+// abort aborts the FUSE connection of the mount on dir through fusectl,
+// so nothing stays stuck on a server that hangs.
+func abort(dir string) {
+	if entries, _ := os.ReadDir("/sys/fs/fuse/connections"); len(entries) == 0 {
+		syscall.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "")
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescape(fields[4]) == filepath.Clean(dir) {
+			if _, minor, ok := strings.Cut(fields[2], ":"); ok {
+				os.WriteFile(filepath.Join("/sys/fs/fuse/connections", minor, "abort"), []byte("1"), 0)
+			}
+		}
+	}
+}
+
+// Unmount unmounts dir: plainly, retried while busy for up to wait, then
+// lazily. It says which happened.
+func Unmount(dir string, wait time.Duration) (Mode, error) {
+	typ, err := fstype(dir)
+	if err != nil {
+		return "", err
+	}
+	if typ == "" {
+		return NotThere, nil
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := syscall.Unmount(dir, 0)
+		if err == nil {
+			return Clean, nil
+		}
+		if errors.Is(err, syscall.EINVAL) {
+			return NotThere, nil
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return "", fmt.Errorf("lazy unmount of %s: %w", dir, err)
+	}
+	return Lazy, nil
+}
+
+// ServeOptions tune Serve.
+type ServeOptions struct {
+	// UnmountWait is how long a busy mount is retried before the lazy
+	// unmount; 5s when zero.
+	UnmountWait time.Duration
+	// Stopping runs when a signal asks to stop, before the unmount (end
+	// blocking readers, say).
+	Stopping func()
+	// Reload runs on SIGHUP.
+	Reload func()
+	Logger *slog.Logger
+}
+
+// Serve serves until SIGINT or SIGTERM (or ctx ends), then unmounts dir
+// and returns once the server has stopped or, after a lazy unmount, at
+// once: the process may exit, which ends the connection.
+func Serve(ctx context.Context, server *fuse.Server, dir string, o ServeOptions) (Mode, error) {
+	if o.UnmountWait == 0 {
+		o.UnmountWait = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	served := make(chan struct{})
+	go func() { server.Wait(); close(served) }()
+	for {
+		select {
+		case <-served:
+			o.Logger.Warn("the mount went away (unmounted from outside)", "dir", dir)
+			return NotThere, nil
+		case <-ctx.Done():
+			return stop(server, dir, o, served)
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				o.Logger.Info("SIGHUP: reload")
+				if o.Reload != nil {
+					o.Reload()
+				}
+				continue
+			}
+			o.Logger.Info("stopping", "signal", sig.String())
+			return stop(server, dir, o, served)
+		}
+	}
+}
+
+func stop(server *fuse.Server, dir string, o ServeOptions, served chan struct{}) (Mode, error) {
+	if o.Stopping != nil {
+		o.Stopping()
+	}
+	mode, err := Unmount(dir, o.UnmountWait)
+	if err != nil {
+		return mode, err
+	}
+	switch mode {
+	case Clean, NotThere:
+		select {
+		case <-served:
+		case <-time.After(5 * time.Second):
+		}
+	case Lazy:
+		o.Logger.Warn("the mount was busy: detached it; it goes when its last user lets go", "dir", dir)
+	}
+	return mode, nil
+}
