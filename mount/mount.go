@@ -33,8 +33,8 @@ func (s State) String() string {
 type Mode string
 
 const (
-	Clean    Mode = "clean"    // unmounted
-	Lazy     Mode = "lazy"     // detached while busy; freed when its users let go
+	Clean    Mode = "clean" // unmounted
+	Lazy     Mode = "lazy"  // detached while busy; freed when its users let go
 	NotThere Mode = "not mounted"
 )
 
