@@ -4,12 +4,15 @@ import (
 	"context"
 	"hash/fnv"
 	"log/slog"
+	"os"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/memohfs/memohfs/control"
+	"golang.org/x/sys/unix"
 )
 
 // Options shape the mount.
@@ -98,7 +101,27 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 		root.close()
 		return nil, nil, err
 	}
+	closeOnExecFUSE()
 	return server, root, nil
+}
+
+// closeOnExecFUSE marks our /dev/fuse descriptors close-on-exec. go-fuse
+// opens the device without O_CLOEXEC, so every process memohfs starts
+// afterwards (CNI plugins, say) would inherit the connection, and one
+// that outlives a killed memohfs would keep the dead mount "alive": hung
+// instead of ENOTCONN, which a restart can clear.
+func closeOnExecFUSE() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/fuse" {
+			if fd, err := strconv.Atoi(e.Name()); err == nil {
+				unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+			}
+		}
+	}
 }
 
 // ctxBackground is used for work a notification starts outside any

@@ -83,8 +83,10 @@ func Check(dir string) (State, error) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		var st syscall.Stat_t
-		done <- syscall.Stat(dir, &st)
+		// statfs, not stat: the kernel answers stat from its cache, but
+		// always asks the server for statfs.
+		var st syscall.Statfs_t
+		done <- syscall.Statfs(dir, &st)
 	}()
 	select {
 	case err := <-done:

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	containerd "github.com/containerd/containerd/v2/client"
 )
 
@@ -194,4 +195,23 @@ func (c *Containerd) Stop(grace time.Duration) error {
 		os.Remove(c.cfg.pidPath())
 	}
 	return err
+}
+
+// LoadContainerdConfig recovers the configuration of the containerd whose
+// directory is dir from the config file it wrote there.
+func LoadContainerdConfig(dir, binDir string) (ContainerdConfig, error) {
+	var conf struct {
+		Debug   struct{ Level string }
+		Plugins map[string]struct {
+			Address string `toml:"address"`
+		}
+	}
+	if _, err := toml.DecodeFile(filepath.Join(dir, "config.toml"), &conf); err != nil {
+		return ContainerdConfig{}, err
+	}
+	addr := conf.Plugins["io.containerd.server.v1.grpc"].Address
+	if addr == "" {
+		return ContainerdConfig{}, fmt.Errorf("%s/config.toml has no grpc address", dir)
+	}
+	return ContainerdConfig{BinDir: binDir, Dir: dir, SocketDir: filepath.Dir(addr), LogLevel: conf.Debug.Level}, nil
 }

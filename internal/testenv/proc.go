@@ -32,3 +32,7 @@ func procsMentioning(dir string) []string {
 	}
 	return out
 }
+
+// ProcsMentioning lists live processes whose command line names something
+// under dir.
+func ProcsMentioning(dir string) []string { return procsMentioning(dir) }

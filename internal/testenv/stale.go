@@ -67,6 +67,14 @@ func cleanRun(dir string) error {
 			return err
 		}
 	}
+	// Whole memohfs instances (`up`) tests ran under t/.
+	states, _ := filepath.Glob(filepath.Join(dir, "t", "*", "*", "containerd", "config.toml"))
+	for _, conf := range states {
+		state := filepath.Dir(filepath.Dir(conf))
+		if err := CleanupStateDir(state, ""); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: clean up %s: %v\n", state, err)
+		}
+	}
 	// Postmasters: the run's own and any test cluster under t/.
 	pids, _ := filepath.Glob(filepath.Join(dir, "pg", "postgres.pid"))
 	more, _ := filepath.Glob(filepath.Join(dir, "t", "*", "pg", "postgres.pid"))

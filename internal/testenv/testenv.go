@@ -41,6 +41,9 @@ var Root = envOr("MEMOHFS_TEST_ROOT", "/tmp/mfs-test")
 type Needs struct {
 	Containerd bool
 	Postgres   bool
+	// Network alone: a bridge name and subnet of the run's own, for tests
+	// that run a whole memohfs (which starts its own containerd).
+	Network bool
 }
 
 // Env is the package run's stack.
@@ -133,11 +136,13 @@ func setup(needs Needs) (*Env, error) {
 	if _, err := ociimage.WriteFile(e.ImageArchive, ociimage.Options{}); err != nil {
 		return nil, fmt.Errorf("build bot image: %w", err)
 	}
-	if needs.Containerd {
+	if needs.Containerd || needs.Network {
 		if e.Net, err = allocateNet(e.ID, e.Dir); err != nil {
 			return nil, err
 		}
 		pushTeardown(func() error { return releaseNet(e.Net) })
+	}
+	if needs.Containerd {
 		if e.Containerd, err = startContainerd(e.Dir); err != nil {
 			return nil, err
 		}

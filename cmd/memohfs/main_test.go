@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/memohfs/memohfs/internal/embedded"
+	"github.com/memohfs/memohfs/internal/testenv"
+	"github.com/memohfs/memohfs/mount"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m, testenv.Needs{Network: true}) }
+
+var built struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// binary builds memohfs once per run, as `make build` does.
+func binary(t *testing.T) string {
+	t.Helper()
+	env := testenv.Get(t)
+	built.once.Do(func() {
+		built.path = filepath.Join(env.Dir, "memohfs")
+		out, err := exec.Command("go", "build", "-o", built.path, ".").CombinedOutput()
+		if err != nil {
+			built.err = err
+			built.path = string(out)
+		}
+	})
+	if built.err != nil {
+		t.Fatalf("go build: %v\n%s", built.err, built.path)
+	}
+	return built.path
+}
+
+// daemon is one `memohfs up` process.
+type daemon struct {
+	t          *testing.T
+	cmd        *exec.Cmd
+	state, mnt string
+	log        string
+	exited     chan struct{}
+}
+
+func startUp(t *testing.T, state, mnt string) *daemon {
+	t.Helper()
+	env := testenv.Get(t)
+	bin, err := testenv.ContainerdBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{t: t, state: state, mnt: mnt, log: filepath.Join(filepath.Dir(state), "up.log"), exited: make(chan struct{})}
+	logf, err := os.OpenFile(d.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	d.cmd = exec.Command(binary(t), "up", "--mount", mnt, "--state-dir", state, "--containerd-bin", bin,
+		"--bridge", env.Net.Bridge, "--subnet", env.Net.Subnet)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.exited) }()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if st, _ := mount.Check(mnt); st == mount.Mounted {
+			if _, err := os.ReadDir(mnt); err == nil {
+				return d
+			}
+		}
+		select {
+		case <-d.exited:
+			t.Fatalf("memohfs up exited: %v\n%s", d.cmd.ProcessState, embedded.Tail(d.log, 30))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("memohfs up did not mount within 90s:\n%s", embedded.Tail(d.log, 30))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits for the process to exit.
+func (d *daemon) stop() {
+	d.t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(60 * time.Second):
+		d.t.Fatalf("memohfs up did not exit within 60s of SIGTERM:\n%s", embedded.Tail(d.log, 30))
+	}
+	if !d.cmd.ProcessState.Success() {
+		d.t.Fatalf("memohfs up exited with %v:\n%s", d.cmd.ProcessState, embedded.Tail(d.log, 30))
+	}
+}
+
+// upInstance gives a test a state dir and mount point, and cleans up
+// whatever is left when it ends.
+func upInstance(t *testing.T) (state, mnt string) {
+	t.Helper()
+	dir := testenv.Get(t).TempDir(t)
+	state, mnt = filepath.Join(dir, "state"), filepath.Join(dir, "mnt")
+	t.Cleanup(func() {
+		if err := testenv.CleanupStateDir(state, mnt); err != nil {
+			t.Logf("cleanup: %v", err)
+		}
+		if l, err := newUpLayout(state); err == nil {
+			os.RemoveAll(l.Run)
+		}
+	})
+	return state, mnt
+}
+
+func sh(t *testing.T, script string) string {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.Dir = "/"
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out.String())
+	}
+	return out.String()
+}
+
+func statusOf(t *testing.T, mnt, bot string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(mnt, bot, "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		k, v, _ := strings.Cut(l, " ")
+		kv[k] = v
+	}
+	return kv
+}

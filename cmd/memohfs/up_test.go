@@ -1,0 +1,134 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/memohfs/memohfs/internal/embedded"
+	"github.com/memohfs/memohfs/internal/testenv"
+	"github.com/memohfs/memohfs/mount"
+)
+
+// TestUp: the built binary serves a whole machine's memohfs, stops
+// cleanly on SIGTERM (mount gone, every process it started gone), and a
+// second `up` on the same state dir finds everything as it was.
+func TestUp(t *testing.T) {
+	state, mnt := upInstance(t)
+	d := startUp(t, state, mnt)
+	sh(t, `M=`+mnt+`; mkdir $M/b && echo start > $M/b/ctl`)
+	st := statusOf(t, mnt, "b")
+	if st["state"] != "running" || st["pid"] == "-" || st["ip"] == "-" {
+		t.Fatalf("status: %v", st)
+	}
+	sh(t, `M=`+mnt+`; echo hello > $M/b/data/x && echo 'snapshot s1' > $M/b/ctl && echo stop > $M/b/ctl`)
+	started := []embedded.Stamp{
+		embedded.ReadStamp(filepath.Join(state, "containerd", "containerd.pid")),
+		embedded.ReadStamp(filepath.Join(state, "postgres", "postgres.pid")),
+	}
+	for _, s := range started {
+		if !s.Alive() {
+			t.Fatalf("%q not running before the stop: the test proves nothing", s)
+		}
+	}
+	d.stop()
+	if st, _ := mount.Check(mnt); st != mount.NotMounted {
+		t.Fatalf("after SIGTERM the mount is %s", st)
+	}
+	for _, s := range started {
+		if s.Alive() {
+			t.Errorf("%q still runs after up exited", s)
+		}
+	}
+	l, _ := newUpLayout(state)
+	for _, dir := range []string{state, l.Run} {
+		if left := testenv.ProcsMentioning(dir); len(left) > 0 {
+			t.Errorf("processes of up still run: %v", left)
+		}
+	}
+	if !strings.Contains(embedded.Tail(d.log, 10), "how=clean") {
+		t.Errorf("log does not say the unmount was clean:\n%s", embedded.Tail(d.log, 10))
+	}
+
+	// Again, on the same state.
+	d = startUp(t, state, mnt)
+	if ls := sh(t, `ls `+mnt); ls != "b\n" {
+		t.Fatalf("bots after a restart: %q", ls)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "b", "data", "x")); err != nil || string(b) != "hello\n" {
+		t.Fatalf("data after a restart: %q %v", b, err)
+	}
+	if ls := sh(t, `ls `+mnt+`/b/snapshots`); ls != "s1\n" {
+		t.Fatalf("snapshots after a restart: %q", ls)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "b", "snapshots", "s1", "data", "x")); err != nil || string(b) != "hello\n" {
+		t.Fatalf("snapshot data after a restart: %q %v", b, err)
+	}
+	if st := statusOf(t, mnt, "b"); st["state"] != "stopped" || st["snapshots"] != "1" {
+		t.Fatalf("status after a restart: %v", st)
+	}
+	d.stop()
+}
+
+// TestUpKill9: after kill -9 of memohfs the next start clears the stale
+// mount and serves again; a bot that ran still runs and shows so.
+func TestUpKill9(t *testing.T) {
+	state, mnt := upInstance(t)
+	d := startUp(t, state, mnt)
+	sh(t, `M=`+mnt+`; mkdir $M/k && echo start > $M/k/ctl`)
+	pid := statusOf(t, mnt, "k")["pid"]
+	d.cmd.Process.Kill()
+	<-d.exited
+	if st, _ := mount.Check(mnt); st != mount.Stale {
+		t.Fatalf("after kill -9 the mount is %s, want stale", st)
+	}
+	start := time.Now()
+	d = startUp(t, state, mnt)
+	t.Logf("serving again %s after the restart began (containerd and postgres adopted)", time.Since(start))
+	if !strings.Contains(embedded.Tail(d.log, 40), "cleared a stale mount") {
+		t.Errorf("log does not mention the stale mount:\n%s", embedded.Tail(d.log, 40))
+	}
+	st := statusOf(t, mnt, "k")
+	if st["state"] != "running" || st["pid"] != pid {
+		t.Fatalf("the bot after kill -9 of memohfs: %v (pid was %s)", st, pid)
+	}
+	sh(t, `echo stop > `+mnt+`/k/ctl`)
+	d.stop()
+}
+
+// TestDoctor: passes here; fails, saying why and how to fix it, when runc
+// is not in PATH.
+func TestDoctor(t *testing.T) {
+	bin := binary(t)
+	out, err := runBin(bin, os.Environ(), "doctor")
+	if err != nil {
+		t.Fatalf("doctor on the test machine: %v\n%s", err, out)
+	}
+	env := []string{"PATH=/nonexistent"}
+	out, err = runBin(bin, env, "doctor")
+	if err == nil {
+		t.Fatalf("doctor without runc in PATH passed:\n%s", out)
+	}
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "runc ") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "FAIL") || !strings.Contains(line, "not in PATH") || !strings.Contains(line, "apt-get install runc") {
+		t.Fatalf("doctor's runc line: %q\n%s", line, out)
+	}
+	if ee, ok := err.(interface{ ExitCode() int }); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("doctor's exit: %v", err)
+	}
+}
+
+func runBin(bin string, env []string, args ...string) (string, error) {
+	cmd := execCommand(bin, args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
