@@ -131,4 +131,3 @@ func runBin(bin string, env []string, args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
-
