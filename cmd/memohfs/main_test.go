@@ -51,7 +51,7 @@ type daemon struct {
 	exited     chan struct{}
 }
 
-func startUp(t *testing.T, state, mnt string) *daemon {
+func startUp(t *testing.T, state, mnt string, extra ...string) *daemon {
 	t.Helper()
 	env := testenv.Get(t)
 	bin, err := testenv.ContainerdBinDir()
@@ -66,6 +66,7 @@ func startUp(t *testing.T, state, mnt string) *daemon {
 	defer logf.Close()
 	d.cmd = exec.Command(binary(t), "up", "--mount", mnt, "--state-dir", state, "--containerd-bin", bin,
 		"--bridge", env.Net.Bridge, "--subnet", env.Net.Subnet)
+	d.cmd.Args = append(d.cmd.Args, extra...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,7 +70,39 @@ func TestUp(t *testing.T) {
 	if st := statusOf(t, mnt, "b"); st["state"] != "stopped" || st["snapshots"] != "1" {
 		t.Fatalf("status after a restart: %v", st)
 	}
+	// SIGHUP reloads what it can, and keeps serving.
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 5*time.Second, "reload logged", func() bool { return strings.Contains(embedded.Tail(d.log, 5), "reload") })
+	if st := statusOf(t, mnt, "b"); st["state"] != "stopped" {
+		t.Fatalf("status after SIGHUP: %v", st)
+	}
 	d.stop()
+
+	// With --stop-bots-on-exit a running bot is stopped on the way out.
+	d = startUp(t, state, mnt, "--stop-bots-on-exit")
+	sh(t, `echo start > `+mnt+`/b/ctl`)
+	d.stop()
+	for _, dir := range []string{state, l.Run} {
+		if left := testenv.ProcsMentioning(dir); len(left) > 0 {
+			t.Errorf("processes left after --stop-bots-on-exit: %v", left)
+		}
+	}
+	d = startUp(t, state, mnt)
+	if st := statusOf(t, mnt, "b"); st["state"] != "stopped" || st["exit"] != "0" {
+		t.Fatalf("status after --stop-bots-on-exit: %v", st)
+	}
+	d.stop()
+}
+
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestUpKill9: after kill -9 of memohfs the next start clears the stale
