@@ -31,7 +31,6 @@ type serveOptions struct {
 
 func serveFlags() []cli.Flag {
 	return append([]cli.Flag{
-		&cli.StringFlag{Name: "mount", Usage: "mount point", Required: true, EnvVars: env("mount")},
 		str("database-url", "", "Postgres connection string (libpq URL or key=value)"),
 		str("containerd-address", "/run/containerd/containerd.sock", "containerd socket"),
 		str("namespace", "memohfs", "containerd namespace"),
@@ -40,8 +39,15 @@ func serveFlags() []cli.Flag {
 		str("image", "", "bot image (default: the bundled busybox image)"),
 		str("image-archive", "", "OCI layout tar imported when the image is missing (else it is pulled)"),
 		str("snapshotter", "overlayfs", "containerd snapshotter"),
-		str("cni-bin-dir", "/usr/lib/cni:/opt/cni/bin", "CNI plugin dirs, colon separated"),
 		str("cni-conf-dir", "", "where the bridge conflist is written (default: <state-dir>/cni/net.d)"),
+	}, commonFlags()...)
+}
+
+// commonFlags are the flags serve and up share.
+func commonFlags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "mount", Usage: "mount point", Required: true, EnvVars: env("mount")},
+		str("cni-bin-dir", "/usr/lib/cni:/opt/cni/bin", "CNI plugin dirs, colon separated"),
 		str("subnet", "10.209.0.0/16", "bots' bridge subnet"),
 		str("bridge", "memohfs0", "bots' bridge device"),
 		boolf("allow-other", "let users other than root use the mount (each sees only their bots)"),

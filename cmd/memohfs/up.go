@@ -18,16 +18,9 @@ import (
 
 func upCommand() *cli.Command {
 	flags := []cli.Flag{
-		&cli.StringFlag{Name: "mount", Usage: "mount point", Required: true, EnvVars: env("mount")},
 		str("state-dir", "/var/lib/memohfs", "everything memohfs keeps: Postgres, containerd, bots' data, snapshots"),
 		str("containerd-bin", "", "dir with containerd and containerd-shim-runc-v2 (default: next to memohfs, then PATH)"),
 		str("postgres-bin", "", "dir with initdb and postgres (default: the newest /usr/lib/postgresql/<v>/bin)"),
-		str("subnet", "10.209.0.0/16", "bots' bridge subnet"),
-		str("bridge", "memohfs0", "bots' bridge device"),
-		str("cni-bin-dir", "/usr/lib/cni:/opt/cni/bin", "CNI plugin dirs, colon separated"),
-		boolf("allow-other", "let users other than root use the mount (each sees only their bots)"),
-		boolf("stop-bots-on-exit", "stop every bot when memohfs exits (by default they keep running)"),
-		boolf("debug-fuse", "log every FUSE request"),
 	}
 	return withConfig(&cli.Command{
 		Name:  "up",
@@ -36,7 +29,7 @@ func upCommand() *cli.Command {
 			"--state-dir, writes the bridge network, imports the bundled bot image, and serves the mount until\n" +
 			"SIGINT/SIGTERM; then it unmounts and stops what it started. Running up again on the same state dir\n" +
 			"finds the bots, their data and snapshots as they were.",
-		Flags: append(flags, logFlags()...),
+		Flags: append(flags, commonFlags()...),
 		Action: func(c *cli.Context) error {
 			logs, err := newLogging(c, os.Stderr)
 			if err != nil {
