@@ -279,7 +279,6 @@ func lookPath(name string, extra ...string) (string, error) {
 	return "", fmt.Errorf("%s not found", name)
 }
 
-
 func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
