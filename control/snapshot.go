@@ -163,14 +163,14 @@ func (c *Controller) snapshot(ctx context.Context, b *bot, snap, source string) 
 	var stats copyStats
 	var man manifest
 	start := time.Now()
-	var paused time.Duration
+	var dataCopy time.Duration
 	info, err := c.rt.Snapshot(ctx, b.name, snap, runtime.SnapshotOptions{
 		Labels: map[string]string{"memohfs.source": source, "memohfs.data": dir},
 		Frozen: func(context.Context) error {
 			t := time.Now()
 			var err error
 			man, stats, err = copyTree(c.DataDir(b.name), snapshotDataRoot(tmp), prevRoot, prevManifest)
-			paused = time.Since(t)
+			dataCopy = time.Since(t)
 			return err
 		},
 	})
@@ -196,6 +196,10 @@ func (c *Controller) snapshot(ctx context.Context, b *bot, snap, source string) 
 	}
 	rec, err := c.st.CreateSnapshot(ctx, id, store.NewSnapshot{
 		Name: snap, RuntimeKey: info.Key, Parent: info.Parent, Source: source, DataPath: dir,
+		Detail: map[string]any{
+			"paused_ms":   float64(info.Paused.Microseconds()) / 1000,
+			"data_copied": stats.Copied, "data_linked": stats.Linked, "data_bytes": stats.Bytes,
+		},
 	})
 	if err != nil {
 		undo()
@@ -208,7 +212,7 @@ func (c *Controller) snapshot(ctx context.Context, b *bot, snap, source string) 
 	b.eventsRecorded()
 	c.notify(SnapshotsChanged, b.name)
 	c.log.Info("snapshot", "bot", b.name, "name", snap, "version", rec.Version, "took", time.Since(start),
-		"data_copy", paused, "files", stats.Files, "copied", stats.Copied, "linked", stats.Linked, "bytes", stats.Bytes)
+		"paused", info.Paused, "data_copy", dataCopy, "files", stats.Files, "copied", stats.Copied, "linked", stats.Linked, "bytes", stats.Bytes)
 	return rec, nil
 }
 

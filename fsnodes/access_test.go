@@ -141,3 +141,61 @@ func TestNoFollow(t *testing.T) {
 		t.Error("an ioctl reached the host file")
 	}
 }
+
+// TestSetuidClearedOnWrite: a write by another user clears setuid (and
+// setgid with group execute) as ext4 does natively; a write by root keeps
+// them; and no GETXATTR round trip is needed for it (HANDLE_KILLPRIV_V2).
+func TestSetuidClearedOnWrite(t *testing.T) {
+	s := newStack(t, fsnodes.Options{AllowOther: true})
+	// The bot is the other user's; root makes setuid files in its data.
+	if out, err := s.asUser(10003, `mkdir $M/su`); err != nil {
+		t.Fatalf("mkdir as 10003: %v %s", err, out)
+	}
+	native := filepath.Join(s.env.TempDir(t), "native")
+	must(t, os.MkdirAll(native, 0o777))
+	must(t, os.Chmod(native, 0o777))
+	for _, dir := range []string{native, s.path("su", "data")} {
+		for name, mode := range map[string]uint32{"suid": 0o4777, "sgid": 0o2777, "sgid-nox": 0o2767} {
+			p := filepath.Join(dir, name)
+			must(t, os.WriteFile(p, []byte("x"), 0o644))
+			must(t, syscall.Chmod(p, mode))
+		}
+	}
+	mode := func(p string) uint32 {
+		var st syscall.Stat_t
+		must(t, syscall.Stat(p, &st))
+		return st.Mode & 07777
+	}
+	for _, name := range []string{"suid", "sgid", "sgid-nox"} {
+		for _, dir := range []string{native, s.path("su", "data")} {
+			p := filepath.Join(dir, name)
+			if out, err := s.asUser(10003, `echo more >> `+p); err != nil {
+				t.Fatalf("write as another user: %v %s", err, out)
+			}
+		}
+		want, got := mode(filepath.Join(native, name)), mode(s.path("su", "data", name))
+		if got != want {
+			t.Errorf("%s after a write by another user: %o through data/, %o on ext4", name, got, want)
+		}
+		host := mode(filepath.Join(s.root, "bots", "su", name))
+		if host != want {
+			t.Errorf("%s on the host after a write through data/: %o, want %o", name, host, want)
+		}
+	}
+	if m := mode(filepath.Join(native, "suid")); m != 0o777 {
+		t.Fatalf("ext4 itself: %o (the comparison is void)", m)
+	}
+	// Root writes keep the bits, on ext4 and through data/.
+	for _, dir := range []string{native, s.path("su", "data")} {
+		p := filepath.Join(dir, "root-suid")
+		must(t, os.WriteFile(p, []byte("x"), 0o644))
+		must(t, syscall.Chmod(p, 0o4755))
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		must(t, err)
+		f.WriteString("more")
+		f.Close()
+		if m := mode(p); m != 0o4755 {
+			t.Errorf("a root write in %s cleared setuid: %o", dir, m)
+		}
+	}
+}

@@ -113,11 +113,15 @@ func (b *botDir) OnAdd(ctx context.Context) {
 	add("snapshots", b.snaps, syscall.S_IFDIR)
 }
 
-// invalidate is told, by the watcher, that rel changed in the data dir.
-func (b *botDir) invalidate(rel string) {
-	invalidatePath(b.data, rel)
-	if rest, ok := cutPrefixDir(rel, ".skills"); ok {
-		invalidatePath(b.skills, rest)
+// invalidate is told, by the watcher, that something changed in the data
+// dir.
+func (b *botDir) invalidate(ch change) {
+	b.data.invalidate(ch)
+	if ch.Overflow {
+		b.skills.invalidate(ch)
+	} else if rest, ok := cutPrefixDir(ch.Rel, ".skills"); ok {
+		ch.Rel = rest
+		b.skills.invalidate(ch)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -138,11 +139,15 @@ func (n *dataNode) writable() syscall.Errno {
 	return 0
 }
 
-// child makes (or finds) the node for name, stat-ed in dirfd.
-func (n *dataNode) child(ctx context.Context, dirfd int, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+// child makes (or finds) the node for name, stat-ed in dirfd; made says
+// memohfs just made it (the watcher then leaves the kernel's cache alone).
+func (n *dataNode) child(ctx context.Context, dirfd int, name string, out *fuse.EntryOut, made bool) (*fs.Inode, syscall.Errno) {
 	var x unix.Statx_t
 	if err := statx(dirfd, name, &x); err != nil {
 		return nil, fs.ToErrno(err)
+	}
+	if made {
+		n.t.noteOwn(n.t.relOf(n.EmbeddedInode(), name), &x)
 	}
 	attrFromStatx(&out.Attr, &x)
 	n.cacheHint(name, out)
@@ -163,9 +168,12 @@ func (n *dataNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	var ch *fs.Inode
 	errno := n.inDir(ctx, func(dirfd int) syscall.Errno {
 		var e syscall.Errno
-		ch, e = n.child(ctx, dirfd, name, out)
+		ch, e = n.child(ctx, dirfd, name, out, false)
 		return e
 	})
+	if errno == syscall.ENOENT && n.t.noCache(n.t.relOf(n.EmbeddedInode(), name)) {
+		noNegative(out)
+	}
 	return ch, errno
 }
 
@@ -214,15 +222,94 @@ func fchmodatNoFollow(dirfd int, name string, mode uint32) error {
 	return nil
 }
 
+// killsPrivs reports whether a SETATTR asks to clear setuid/setgid. With
+// HANDLE_KILLPRIV_V2 the kernel asks with FATTR_KILL_SUIDGID (chown,
+// truncate), and, before a write by a caller without CAP_FSETID to a
+// setuid/setgid file, with an empty SETATTR: in passthrough the write
+// itself never reaches memohfs, and the host write runs with memohfs's
+// (root's) rights, which ext4 would not clear them for.
+func killsPrivs(ctx context.Context, in *fuse.SetAttrIn) bool {
+	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+		return true
+	}
+	if in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) != 0 {
+		return false
+	}
+	c, ok := fuse.FromContext(ctx)
+	return ok && !hasCapFsetid(c.Pid)
+}
+
+// hasCapFsetid reads the caller's effective capabilities.
+func hasCapFsetid(pid uint32) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/status")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && caps&(1<<unix.CAP_FSETID) != 0
+		}
+	}
+	return false
+}
+
+// dropPrivs is the mode a write by the caller leaves, as the kernel's
+// setattr_should_drop_sgid has it: setuid goes; setgid goes if group
+// execute is on or the caller is not in the file's group.
+func dropPrivs(ctx context.Context, mode, gid uint32) uint32 {
+	m := mode &^ unix.S_ISUID
+	if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !callerInGroup(ctx, gid)) {
+		m &^= unix.S_ISGID
+	}
+	return m & 07777
+}
+
+// callerInGroup reports whether the caller has gid as its group or one
+// of its supplementary groups.
+func callerInGroup(ctx context.Context, gid uint32) bool {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	if c.Gid == gid {
+		return true
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(c.Pid)) + "/status")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Groups:"); ok {
+			for _, g := range strings.Fields(v) {
+				if n, err := strconv.ParseUint(g, 10, 32); err == nil && uint32(n) == gid {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 func (n *dataNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if e := n.writable(); e != 0 {
 		return e
 	}
+	kill := killsPrivs(ctx, in)
 	if df, ok := f.(*dataFile); ok {
 		if e := df.Setattr(ctx, in, out); e != 0 {
 			return e
 		}
-		return df.Getattr(ctx, out)
+		if e := df.Getattr(ctx, out); e != 0 || !kill {
+			return e
+		}
+		if m := dropPrivs(ctx, out.Mode, out.Gid); m != out.Mode&07777 {
+			if err := unix.Fchmod(df.fd, m); err != nil {
+				return fs.ToErrno(err)
+			}
+			return df.Getattr(ctx, out)
+		}
+		return 0
 	}
 	return n.do(ctx, func(dirfd int, name string) syscall.Errno {
 		if m, ok := in.GetMode(); ok {
@@ -270,7 +357,18 @@ func (n *dataNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 		if err := statx(dirfd, name, &x); err != nil {
 			return fs.ToErrno(err)
 		}
+		if kill && x.Mode&unix.S_IFMT == unix.S_IFREG {
+			if m := dropPrivs(ctx, uint32(x.Mode), x.Gid); m != uint32(x.Mode)&07777 {
+				if err := fchmodatNoFollow(dirfd, name, m); err != nil {
+					return fs.ToErrno(err)
+				}
+				if err := statx(dirfd, name, &x); err != nil {
+					return fs.ToErrno(err)
+				}
+			}
+		}
 		attrFromStatx(&out.Attr, &x)
+		n.t.noteOwn(n.t.rel(n.EmbeddedInode()), &x)
 		return 0
 	})
 }
@@ -414,6 +512,7 @@ func (n *dataNode) Create(ctx context.Context, name string, flags, mode uint32, 
 		}
 		attrFromStatx(&out.Attr, &x)
 		n.cacheHint(name, out)
+		n.t.noteOwn(n.t.relOf(n.EmbeddedInode(), name), &x)
 		ch = n.NewInode(ctx, &dataNode{t: n.t}, n.t.stable(&x))
 		fh = ch.Operations().(*dataNode).newFile(fd)
 		return 0
@@ -434,7 +533,7 @@ func (n *dataNode) Mkdir(ctx context.Context, name string, mode uint32, out *fus
 			return fs.ToErrno(err)
 		}
 		var e syscall.Errno
-		ch, e = n.child(ctx, dirfd, name, out)
+		ch, e = n.child(ctx, dirfd, name, out, true)
 		return e
 	})
 	return ch, errno
@@ -458,7 +557,7 @@ func (n *dataNode) Mknod(ctx context.Context, name string, mode, rdev uint32, ou
 			return fs.ToErrno(err)
 		}
 		var e syscall.Errno
-		ch, e = n.child(ctx, dirfd, name, out)
+		ch, e = n.child(ctx, dirfd, name, out, true)
 		return e
 	})
 	return ch, errno
@@ -477,7 +576,7 @@ func (n *dataNode) Symlink(ctx context.Context, target, name string, out *fuse.E
 			return fs.ToErrno(err)
 		}
 		var e syscall.Errno
-		ch, e = n.child(ctx, dirfd, name, out)
+		ch, e = n.child(ctx, dirfd, name, out, true)
 		return e
 	})
 	return ch, errno
@@ -501,7 +600,7 @@ func (n *dataNode) Link(ctx context.Context, target fs.InodeEmbedder, name strin
 					return fs.ToErrno(err)
 				}
 				var e syscall.Errno
-				ch, e = n.child(ctx, dirfd, name, out)
+				ch, e = n.child(ctx, dirfd, name, out, true)
 				return e
 			})
 		})
@@ -517,7 +616,7 @@ func (n *dataNode) Link(ctx context.Context, target fs.InodeEmbedder, name strin
 				return fs.ToErrno(err)
 			}
 			var e syscall.Errno
-			ch, e = n.child(ctx, dirfd, name, out)
+			ch, e = n.child(ctx, dirfd, name, out, true)
 			return e
 		})
 	})
@@ -546,7 +645,13 @@ func (n *dataNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if e := n.writable(); e != 0 {
 		return e
 	}
-	return n.inDir(ctx, func(dirfd int) syscall.Errno { return fs.ToErrno(unix.Unlinkat(dirfd, name, 0)) })
+	return n.inDir(ctx, func(dirfd int) syscall.Errno {
+		if err := unix.Unlinkat(dirfd, name, 0); err != nil {
+			return fs.ToErrno(err)
+		}
+		n.t.noteOwnGone(n.t.relOf(n.EmbeddedInode(), name))
+		return 0
+	})
 }
 
 func (n *dataNode) Rmdir(ctx context.Context, name string) syscall.Errno {
@@ -554,7 +659,11 @@ func (n *dataNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return e
 	}
 	return n.inDir(ctx, func(dirfd int) syscall.Errno {
-		return fs.ToErrno(unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR))
+		if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil {
+			return fs.ToErrno(err)
+		}
+		n.t.noteOwnGone(n.t.relOf(n.EmbeddedInode(), name))
+		return 0
 	})
 }
 
@@ -568,7 +677,22 @@ func (n *dataNode) Rename(ctx context.Context, name string, newParent fs.InodeEm
 	}
 	return n.inDir(ctx, func(olddir int) syscall.Errno {
 		return np.inDir(ctx, func(newdir int) syscall.Errno {
-			return fs.ToErrno(unix.Renameat2(olddir, name, newdir, newName, uint(flags)))
+			if err := unix.Renameat2(olddir, name, newdir, newName, uint(flags)); err != nil {
+				return fs.ToErrno(err)
+			}
+			if flags&unix.RENAME_EXCHANGE == 0 {
+				n.t.noteOwnGone(n.t.relOf(n.EmbeddedInode(), name))
+			} else {
+				var x unix.Statx_t
+				if statx(olddir, name, &x) == nil {
+					n.t.noteOwn(n.t.relOf(n.EmbeddedInode(), name), &x)
+				}
+			}
+			var x unix.Statx_t
+			if statx(newdir, newName, &x) == nil {
+				n.t.noteOwn(np.t.relOf(np.EmbeddedInode(), newName), &x)
+			}
+			return 0
 		})
 	})
 }
@@ -599,7 +723,21 @@ func (n *dataNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHand
 		return nil, 0, errno
 	}
 	n.track(pfd)
-	return &dirHandle{DirStream: ds, n: n, fd: pfd}, 0, 0
+	// The kernel may cache the listing: changes through the mount drop
+	// it, the watcher drops it for changes behind the mount.
+	flags = 0
+	if !n.t.noCache(n.t.rel(n.EmbeddedInode())) {
+		flags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	}
+	return &dirHandle{DirStream: ds, n: n, fd: pfd}, flags, 0
+}
+
+var _ fs.FileLookuper = (*dirHandle)(nil)
+
+// Lookup answers READDIRPLUS for an entry just listed, with the open
+// directory (no path walk).
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return d.n.child(ctx, d.fd, name, out, false)
 }
 
 // dirHandle is go-fuse's loopback dir stream plus an fd registered with
@@ -688,11 +826,14 @@ func (n *dataNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errn
 	})
 }
 
-// Extended attributes: only the user.* namespace is served. Others read as
-// absent and cannot be set, so no caller reaches trusted.* or security.*
+// Extended attributes: the user.* namespace and POSIX ACLs are served (the
+// kernel checks who may set an ACL before it asks). Others read as absent
+// and cannot be set, so no caller reaches trusted.* or security.*
 // attributes (file capabilities) of host files through root's rights.
 
-func xattrAllowed(attr string) bool { return len(attr) > 5 && attr[:5] == "user." }
+func xattrAllowed(attr string) bool {
+	return strings.HasPrefix(attr, "user.") || attr == "system.posix_acl_access" || attr == "system.posix_acl_default"
+}
 
 // xattrPath names n for the l*xattr calls: its dir fd's /proc link plus
 // its name, so only the last component is looked up (and not followed).

@@ -14,13 +14,15 @@ import (
 // rights (chattr +i, for one).
 type dataFile struct {
 	*fs.LoopbackFile
-	n  *dataNode // nil for files outside trees (log)
-	fd int
+	n        *dataNode // nil for files outside trees (log)
+	fd       int
+	writable bool
 }
 
 var (
 	_ fs.FileIoctler  = (*dataFile)(nil)
 	_ fs.FileReleaser = (*dataFile)(nil)
+	_ fs.FileFlusher  = (*dataFile)(nil)
 )
 
 func newDataFile(fd int) *dataFile {
@@ -31,6 +33,9 @@ func newDataFile(fd int) *dataFile {
 func (n *dataNode) newFile(fd int) *dataFile {
 	f := newDataFile(fd)
 	f.n = n
+	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil && fl&unix.O_ACCMODE != unix.O_RDONLY {
+		f.writable = true
+	}
 	n.track(fd)
 	return f
 }
@@ -38,9 +43,23 @@ func (n *dataNode) newFile(fd int) *dataFile {
 func (f *dataFile) Release(ctx context.Context) syscall.Errno {
 	if f.n != nil {
 		f.n.untrack(f.fd)
+		if f.writable {
+			// What it wrote is the kernel's own doing: the watcher must
+			// not drop caches for it.
+			var x unix.Statx_t
+			if statx(f.fd, "", &x) == nil {
+				f.n.t.noteOwn(f.n.t.rel(f.n.EmbeddedInode()), &x)
+			}
+		}
 	}
 	return f.LoopbackFile.Release(ctx)
 }
+
+// Flush answers ENOSYS: the kernel then stops sending FLUSH on close (a
+// round trip per close saved). There is nothing to flush: writes go to
+// the host file as they happen, and locks are the open file's own (OFD)
+// and go with its release.
+func (f *dataFile) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
 
 func (f *dataFile) Ioctl(ctx context.Context, cmd uint32, arg uint64, input, output []byte) (int32, syscall.Errno) {
 	return 0, syscall.ENOTTY

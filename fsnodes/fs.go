@@ -20,10 +20,16 @@ type Options struct {
 	// AllowOther lets users other than root use the mount; bot dirs are
 	// 0700 to their owner and the kernel checks modes (default_permissions).
 	AllowOther bool
-	// EntryTimeout and AttrTimeout are how long the kernel may answer
-	// lookups and stats of data/ itself; changes made behind the mount
-	// (by the bot) are pushed to it by invalidation. 1s when zero.
+	// DataTTL is how long the kernel may answer lookups (found or not)
+	// and stats of data/ itself: changes made behind the mount (by the
+	// bot) are pushed to it by invalidation, so it can be long. 1h when
+	// zero.
+	DataTTL time.Duration
+	// EntryTimeout and AttrTimeout are the same for the synthetic tree
+	// (bots, snapshots); 1s when zero.
 	EntryTimeout, AttrTimeout time.Duration
+	// NoPassthrough turns kernel passthrough off (for comparisons).
+	NoPassthrough bool
 	// Debug logs every FUSE request.
 	Debug  bool
 	Logger *slog.Logger
@@ -75,10 +81,14 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 	if o.AttrTimeout == 0 {
 		o.AttrTimeout = time.Second
 	}
+	if o.DataTTL == 0 {
+		o.DataTTL = time.Hour
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	root := newRoot(c, o)
+	neg := o.DataTTL
 	opts := &fs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther: o.AllowOther,
@@ -91,10 +101,22 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 			DirectMount: true,
 			MaxWrite:    1 << 20,
 			Debug:       o.Debug,
+			// The kernel caches POSIX ACLs (ls -l asks for them on every
+			// file): without this each is a round trip.
+			EnableAcl: true,
+			// No GETXATTR(security.capability) round trip before every
+			// write; memohfs clears setuid/setgid itself (see Setattr).
+			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 		},
 		// No default timeouts: every node says how long the kernel may
 		// cache it (go-fuse would turn an explicit 0 into its default).
+		// Lookups that find nothing are cached for DataTTL unless the
+		// node says otherwise; creations behind the mount drop them.
+		NegativeTimeout: &neg,
 		NullPermissions: true,
+	}
+	if o.NoPassthrough {
+		opts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
 	server, err := fs.Mount(dir, root, opts)
 	if err != nil {
@@ -131,6 +153,10 @@ func ctxBackground() context.Context { return context.Background() }
 // uncached is the cache timeout of things the kernel must ask about each
 // time.
 const uncached = time.Duration(0)
+
+// noNegative keeps the kernel from caching a failed lookup (go-fuse caches
+// ENOENT for NegativeTimeout when the entry timeout is left at 0).
+func noNegative(out *fuse.EntryOut) { out.SetEntryTimeout(time.Nanosecond) }
 
 // cacheEntry sets how long the kernel may keep an entry and its attrs.
 func cacheEntry(out *fuse.EntryOut, entry, attr time.Duration) {

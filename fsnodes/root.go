@@ -27,12 +27,23 @@ type Root struct {
 }
 
 var (
-	_ fs.NodeLookuper  = (*Root)(nil)
-	_ fs.NodeReaddirer = (*Root)(nil)
-	_ fs.NodeMkdirer   = (*Root)(nil)
-	_ fs.NodeRmdirer   = (*Root)(nil)
-	_ fs.NodeGetattrer = (*Root)(nil)
+	_ fs.NodeLookuper       = (*Root)(nil)
+	_ fs.NodeReaddirer      = (*Root)(nil)
+	_ fs.NodeMkdirer        = (*Root)(nil)
+	_ fs.NodeRmdirer        = (*Root)(nil)
+	_ fs.NodeGetattrer      = (*Root)(nil)
+	_ fs.NodeOpendirHandler = (*Root)(nil)
 )
+
+// OpendirHandle lets the kernel cache the listing of /M (ls /M with many
+// bots); bots come and go through control, which drops it.
+func (r *Root) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	ds, errno := r.Readdir(ctx)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return ds, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
 
 func newRoot(c *control.Controller, o Options) *Root {
 	r := &Root{c: c, opts: o, changes: make(chan control.Change, 256), done: make(chan struct{}),
@@ -69,8 +80,10 @@ func (r *Root) follow() {
 					b.close()
 				}
 				r.NotifyEntry(ch.Bot)
+				r.NotifyContent(0, 0) // the cached listing
 			case control.BotAdded:
 				r.NotifyEntry(ch.Bot)
+				r.NotifyContent(0, 0)
 			case control.DataReplaced:
 				if b != nil {
 					b.dataReplaced()
@@ -109,6 +122,7 @@ func (r *Root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 func (r *Root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	st, err := r.c.Status(name)
 	if err != nil {
+		noNegative(out)
 		return nil, errnoOf(err)
 	}
 	r.mu.Lock()

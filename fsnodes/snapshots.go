@@ -35,6 +35,7 @@ func (d *snapshotsDir) ino(name string) uint64 { return stableIno("snapshot", d.
 func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	info, err := d.b.r.c.Snapshot(ctx, d.b.name, name)
 	if err != nil {
+		noNegative(out)
 		return nil, errnoOf(err)
 	}
 	if ch := d.GetChild(name); ch != nil {

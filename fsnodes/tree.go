@@ -48,6 +48,86 @@ type tree struct {
 	baseDev uint64
 
 	root *fs.Inode // the tree's root node, set when it is added
+
+	// own remembers how memohfs itself last left paths it changed, so the
+	// watcher does not drop caches for changes the kernel made itself.
+	ownMu sync.Mutex
+	own   map[string]ownSig
+	order []string // oldest first, to bound own
+}
+
+// ownSig is the state of a host entry right after memohfs changed it.
+type ownSig struct {
+	gone         bool
+	ino, size    uint64
+	mtime, ctime unix.StatxTimestamp
+	mode         uint16
+}
+
+const ownMax = 1 << 16
+
+func sigOfStatx(x *unix.Statx_t) ownSig {
+	return ownSig{ino: x.Ino, size: x.Size, mtime: x.Mtime, ctime: x.Ctime, mode: x.Mode}
+}
+
+// noteOwn records rel's state after a change made through the mount.
+func (t *tree) noteOwn(rel string, x *unix.Statx_t) {
+	t.ownMu.Lock()
+	defer t.ownMu.Unlock()
+	if t.own == nil {
+		t.own = map[string]ownSig{}
+	}
+	if _, ok := t.own[rel]; !ok {
+		t.order = append(t.order, rel)
+	}
+	t.own[rel] = sigOfStatx(x)
+	for len(t.own) > ownMax && len(t.order) > 0 {
+		delete(t.own, t.order[0])
+		t.order = t.order[1:]
+	}
+}
+
+// noteOwnGone records that memohfs itself removed rel.
+func (t *tree) noteOwnGone(rel string) {
+	t.ownMu.Lock()
+	defer t.ownMu.Unlock()
+	if t.own == nil {
+		t.own = map[string]ownSig{}
+	}
+	if _, ok := t.own[rel]; !ok {
+		t.order = append(t.order, rel)
+	}
+	t.own[rel] = ownSig{gone: true}
+}
+
+// isOwn reports whether rel is exactly as memohfs itself left it (x nil:
+// it is gone).
+func (t *tree) isOwn(rel string, x *unix.Statx_t) bool {
+	t.ownMu.Lock()
+	defer t.ownMu.Unlock()
+	s, ok := t.own[rel]
+	if !ok {
+		return false
+	}
+	if x == nil {
+		return s.gone
+	}
+	return s == sigOfStatx(x)
+}
+
+func (t *tree) forgetOwn() {
+	t.ownMu.Lock()
+	t.own, t.order = nil, nil
+	t.ownMu.Unlock()
+}
+
+// relOf is the base-relative path of name in dir.
+func (t *tree) relOf(dir *fs.Inode, name string) string {
+	r := t.rel(dir)
+	if r == "." {
+		return name
+	}
+	return r + "/" + name
 }
 
 var treeIDs struct {
@@ -61,7 +141,7 @@ func newTree(o Options, resolve func(ctx context.Context) (string, error), prefi
 	id := treeIDs.next
 	treeIDs.Unlock()
 	return &tree{id: id, resolve: resolve, prefix: prefix, readOnly: readOnly, baseFd: -1,
-		entryTTL: o.EntryTimeout, attrTTL: o.AttrTimeout}
+		entryTTL: o.DataTTL, attrTTL: o.DataTTL}
 }
 
 // withBase runs fn with the base dir fd, opening it first if needed. The

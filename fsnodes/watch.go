@@ -1,6 +1,7 @@
 package fsnodes
 
 import (
+	"errors"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -8,29 +9,50 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
 )
 
+// change is what the watcher tells a tree about one path.
+type change struct {
+	Rel      string
+	Op       fsnotify.Op
+	Overflow bool // events were lost: forget everything
+}
+
 // watcher tells trees about changes made to their host dirs behind the
-// mount (by the bot, inside its container), so the kernel's caches of
-// data/ never wait out a timeout: one inotify instance, a watch on every
-// directory of a data dir from the first time the mount touches it.
+// mount (by the bot, inside its container), so the kernel's long-lived
+// caches of data/ are dropped when the files change: one inotify instance,
+// a watch on every directory of a data dir from the first time the mount
+// touches it. A burst of events on one path (a bot writing a big file) is
+// told once at its start and once at its end.
 type watcher struct {
 	log *slog.Logger
 	w   *fsnotify.Watcher
 
-	mu    sync.Mutex
-	roots map[string]func(rel string) // data dir -> who to tell
-	dirs  map[string]string           // watched dir -> its data dir
-	done  chan struct{}
+	mu      sync.Mutex
+	roots   map[string]func(change) // data dir -> who to tell
+	dirs    map[string]string       // watched dir -> its data dir
+	pending map[string]*burst       // path -> its burst of events
+	done    chan struct{}
 }
 
+// burst gathers the events of one path after the first.
+type burst struct {
+	ops fsnotify.Op
+}
+
+// quiet is how long a path's later events are gathered before they are
+// told.
+const quiet = 2 * time.Millisecond
+
 func newWatcher(log *slog.Logger) *watcher {
-	w := &watcher{log: log, roots: map[string]func(string){}, dirs: map[string]string{}, done: make(chan struct{})}
-	fw, err := fsnotify.NewWatcher()
+	w := &watcher{log: log, roots: map[string]func(change){}, dirs: map[string]string{},
+		pending: map[string]*burst{}, done: make(chan struct{})}
+	fw, err := fsnotify.NewBufferedWatcher(4096)
 	if err != nil {
 		log.Warn("no change notification for data/: changes made by bots show after the cache timeout", "err", err)
 		return w
@@ -53,7 +75,7 @@ func (w *watcher) close() {
 }
 
 // watchTree starts watching root (idempotent).
-func (w *watcher) watchTree(root string, tell func(rel string)) {
+func (w *watcher) watchTree(root string, tell func(change)) {
 	if w.w == nil {
 		return
 	}
@@ -120,6 +142,19 @@ func (w *watcher) run() {
 			if !ok {
 				return
 			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				w.log.Warn("change notifications were lost: dropping the kernel's caches of data/")
+				w.mu.Lock()
+				tells := make([]func(change), 0, len(w.roots))
+				for _, t := range w.roots {
+					tells = append(tells, t)
+				}
+				w.mu.Unlock()
+				for _, t := range tells {
+					t(change{Overflow: true})
+				}
+				continue
+			}
 			w.log.Warn("change notification", "err", err)
 		case ev, ok := <-w.w.Events:
 			if !ok {
@@ -131,42 +166,82 @@ func (w *watcher) run() {
 }
 
 func (w *watcher) handle(ev fsnotify.Event) {
+	if ev.Has(fsnotify.Create) {
+		var st unix.Stat_t
+		if unix.Lstat(ev.Name, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			w.mu.Lock()
+			root := w.dirs[filepath.Dir(ev.Name)]
+			w.mu.Unlock()
+			if root != "" {
+				w.addDir(root, ev.Name)
+			}
+		}
+	}
 	w.mu.Lock()
-	root := w.dirs[filepath.Dir(ev.Name)]
+	if b, ok := w.pending[ev.Name]; ok {
+		b.ops |= ev.Op // told when the burst ends
+		w.mu.Unlock()
+		return
+	}
+	w.pending[ev.Name] = &burst{}
+	w.mu.Unlock()
+	name := ev.Name
+	time.AfterFunc(quiet, func() { w.flush(name) })
+	// The first event is told at once: a lone change is seen without
+	// delay, the rest of a burst at its end.
+	w.tell(name, ev.Op)
+}
+
+// flush tells what a burst gathered after its first event, if anything.
+func (w *watcher) flush(name string) {
+	w.mu.Lock()
+	b := w.pending[name]
+	delete(w.pending, name)
+	w.mu.Unlock()
+	if b != nil && b.ops != 0 {
+		w.tell(name, b.ops)
+	}
+}
+
+func (w *watcher) tell(name string, op fsnotify.Op) {
+	w.mu.Lock()
+	root := w.dirs[filepath.Dir(name)]
 	tell := w.roots[root]
-	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
-		if r, ok := w.dirs[ev.Name]; ok && r == root {
-			delete(w.dirs, ev.Name) // inotify drops the watch itself
+	if op.Has(fsnotify.Remove) || op.Has(fsnotify.Rename) {
+		if r, ok := w.dirs[name]; ok && r == root {
+			delete(w.dirs, name) // inotify drops the watch itself
 		}
 	}
 	w.mu.Unlock()
 	if tell == nil {
 		return
 	}
-	rel, err := filepath.Rel(root, ev.Name)
+	rel, err := filepath.Rel(root, name)
 	if err != nil || strings.HasPrefix(rel, "..") {
 		return
 	}
-	if ev.Has(fsnotify.Create) {
-		var st unix.Stat_t
-		if unix.Lstat(ev.Name, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			w.addDir(root, ev.Name)
-		}
-	}
-	tell(rel)
+	tell(change{Rel: rel, Op: op})
 }
 
-// invalidatePath brings the kernel's cache of rel (a path in t, changed
-// behind the mount) up to date, touching only what the kernel knows:
+// invalidate brings the kernel's cache of a path in t (changed behind
+// the mount) up to date, touching only what the kernel knows:
 //
-//   - gone on the host: the entry is deleted (NOTIFY_DELETE, which leaves
-//     a process whose working dir it was in a deleted dir, as on a disk);
-//   - replaced by another file: the same;
+//   - the host entry is as memohfs itself left it: nothing (our own change);
+//   - gone on the host, or replaced by another file: the entry is deleted
+//     (NOTIFY_DELETE, which leaves a process whose working dir it was in a
+//     deleted dir, as on a disk);
 //   - the same file, changed: its attributes and pages are dropped, the
 //     entry stays (invalidating the entry of a directory someone has as
 //     working dir would cut them off: getcwd fails);
-//   - new, never seen: a possible negative entry is dropped.
-func invalidatePath(t *tree, rel string) {
+//   - new, never seen: a negative entry is dropped;
+//
+// and a directory whose entries changed has its cached listing dropped.
+func (t *tree) invalidate(ch change) {
+	if ch.Overflow {
+		invalidateAll(t)
+		return
+	}
+	rel := ch.Rel
 	if t.root == nil || rel == "" || rel == "." {
 		return
 	}
@@ -189,6 +264,10 @@ func invalidatePath(t *tree, rel string) {
 		defer unix.Close(fd)
 		return gofs.ToErrno(statx(fd, name, &x))
 	}) == 0
+	full := t.relOf(dir, name)
+	if exists && t.isOwn(full, &x) || !exists && t.isOwn(full, nil) {
+		return
+	}
 	switch {
 	case child == nil:
 		dir.NotifyEntry(name)
@@ -196,6 +275,9 @@ func invalidatePath(t *tree, rel string) {
 		dir.NotifyDelete(name, child)
 	default:
 		child.NotifyContent(0, 0)
+	}
+	if ch.Op.Has(fsnotify.Create) || ch.Op.Has(fsnotify.Remove) || ch.Op.Has(fsnotify.Rename) {
+		dir.NotifyContent(0, 0) // its cached listing
 	}
 }
 
@@ -214,6 +296,7 @@ func invalidateAll(t *tree) {
 	}
 	walk(t.root)
 	t.root.NotifyContent(0, 0)
+	t.forgetOwn()
 }
 
 // cutPrefixDir reports whether rel is at or below dir, and the rest.

@@ -159,6 +159,9 @@ type SnapshotInfo struct {
 	Role string
 	// Lineage lists parent keys from the nearest to the image base.
 	Lineage []string
+	// Paused is how long the task was frozen while the snapshot was
+	// taken (0 when it did not run); set by Snapshot.
+	Paused time.Duration
 }
 
 // EventType names a task event.

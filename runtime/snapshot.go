@@ -57,7 +57,7 @@ func (c *Containerd) Snapshot(ctx context.Context, bot, name string, opts Snapsh
 	}
 	defer done(context.WithoutCancel(ctx))
 
-	desc, err := c.frozenDiff(ctx, bot, ctr, info.SnapshotKey, sn, opts.Frozen)
+	desc, paused, err := c.frozenDiff(ctx, bot, ctr, info.SnapshotKey, sn, opts.Frozen)
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
@@ -107,47 +107,49 @@ func (c *Containerd) Snapshot(ctx context.Context, bot, name string, opts Snapsh
 	}
 	return SnapshotInfo{
 		Name: name, Key: key, Parent: active.Parent, Kind: kindName(snapshots.KindCommitted),
-		Created: now, Labels: labels, Role: "snapshot", Lineage: lineage,
+		Created: now, Labels: labels, Role: "snapshot", Lineage: lineage, Paused: paused,
 	}, nil
 }
 
 // frozenDiff pauses a running task, diffs the rootfs, runs frozen and
 // resumes, whatever happens in between.
 func (c *Containerd) frozenDiff(ctx context.Context, bot string, ctr containerd.Container, activeKey string,
-	sn snapshots.Snapshotter, frozen func(context.Context) error) (desc ocispec.Descriptor, err error) {
+	sn snapshots.Snapshotter, frozen func(context.Context) error) (desc ocispec.Descriptor, paused time.Duration, err error) {
 	task, err := ctr.Task(ctx, nil)
 	if err != nil && !errdefs.IsNotFound(err) {
-		return desc, err
+		return desc, 0, err
 	}
 	if task != nil {
 		st, err := task.Status(ctx)
 		if err != nil {
-			return desc, err
+			return desc, 0, err
 		}
 		if st.Status == containerd.Running {
 			if err := task.Pause(ctx); err != nil {
-				return desc, fmt.Errorf("pause bot %q: %w", bot, err)
+				return desc, 0, fmt.Errorf("pause bot %q: %w", bot, err)
 			}
+			start := time.Now()
 			defer func() {
 				rctx, cancel := detach(ctx)
 				defer cancel()
 				if rerr := task.Resume(rctx); rerr != nil {
 					err = errors.Join(err, fmt.Errorf("resume bot %q: %w", bot, rerr))
 				}
+				paused = time.Since(start)
 			}()
 		}
 	}
 	desc, err = rootfs.CreateDiff(ctx, activeKey, sn, c.client.DiffService(),
 		diff.WithMediaType(ocispec.MediaTypeImageLayer))
 	if err != nil {
-		return desc, fmt.Errorf("diff rootfs of bot %q: %w", bot, err)
+		return desc, 0, fmt.Errorf("diff rootfs of bot %q: %w", bot, err)
 	}
 	if frozen != nil {
 		if err := frozen(ctx); err != nil {
-			return desc, err
+			return desc, 0, err
 		}
 	}
-	return desc, nil
+	return desc, 0, nil
 }
 
 // Snapshots lists the bot's named snapshots, its rootfs and the image

@@ -36,6 +36,8 @@ type NewSnapshot struct {
 	Parent     string
 	Source     string // SourceManual when empty
 	DataPath   string
+	// Detail is added to the snapshot event's payload.
+	Detail map[string]any
 }
 
 const snapshotColumns = `s.id, s.bot_id, s.name, COALESCE(v.version, 0), s.runtime_key, COALESCE(s.parent, ''),
@@ -86,8 +88,11 @@ func (s *Store) CreateSnapshot(ctx context.Context, botID string, ns NewSnapshot
 			botID, version, id); err != nil {
 			return err
 		}
-		return insertEvent(ctx, tx, botID, Event{Type: "snapshot", Payload: map[string]any{
-			"name": name, "version": version, "source": ns.Source, "key": ns.RuntimeKey}})
+		payload := map[string]any{"name": name, "version": version, "source": ns.Source, "key": ns.RuntimeKey}
+		for k, v := range ns.Detail {
+			payload[k] = v
+		}
+		return insertEvent(ctx, tx, botID, Event{Type: "snapshot", Payload: payload})
 	})
 	what := "snapshot " + quote(ns.Name) + " of bot " + botID
 	if err != nil {

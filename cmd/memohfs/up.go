@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -51,13 +49,12 @@ func newUpLayout(state string) (upLayout, error) {
 		return upLayout{}, err
 	}
 	// Sockets (unix paths: at most 108 bytes) in a short dir of their own.
-	sum := sha256.Sum256([]byte(abs))
-	run := filepath.Join("/run/memohfs", hex.EncodeToString(sum[:4]))
+	run, err := embedded.RunDir(abs)
+	if err != nil {
+		return upLayout{}, err
+	}
 	if err := os.MkdirAll(run, 0o711); err != nil {
-		run = filepath.Join(os.TempDir(), "memohfs-"+hex.EncodeToString(sum[:4]))
-		if err := os.MkdirAll(run, 0o711); err != nil {
-			return upLayout{}, err
-		}
+		return upLayout{}, err
 	}
 	return upLayout{State: abs, Run: run}, nil
 }

@@ -1,9 +1,12 @@
 package embedded
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -128,4 +131,16 @@ func Tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// RunDir is the short directory (unix socket paths are limited to 108
+// bytes) where a memohfs whose state is in stateDir keeps its daemons'
+// sockets: /run/memohfs/<8 hex of the state dir's path>.
+func RunDir(stateDir string) (string, error) {
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return filepath.Join("/run/memohfs", hex.EncodeToString(sum[:4])), nil
 }

@@ -1,0 +1,52 @@
+// Command bench measures memohfs against the disk under it and against
+// go-fuse's stock loopback of the same directory, in one run, interleaved,
+// and prints a table (markdown) and a CSV: `make bench`.
+//
+//	go run ./internal/bench run [--runs 5] [--out results] [--quick]
+//
+// It starts a whole memohfs (`bin/memohfs up`) on a state dir of its own,
+// mounts the anchor (fs.NewLoopbackRoot of the bot's host data dir, with
+// go-fuse's defaults) from a child process, runs every workload on the three
+// targets in rotating order, and cleans up everything it started.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "loopback" {
+		serveLoopback(os.Args[2:])
+		return
+	}
+	if len(os.Args) < 2 || os.Args[1] != "run" {
+		fmt.Fprintln(os.Stderr, "usage: bench run [--runs N] [--out DIR] [--quick] | bench loopback SRC MNT")
+		os.Exit(2)
+	}
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	o := options{}
+	fs.IntVar(&o.Runs, "runs", 5, "runs of each workload on each target (medians are reported)")
+	fs.StringVar(&o.Out, "out", "results", "where the CSV goes (a timestamped dir inside)")
+	fs.StringVar(&o.Dir, "dir", "/var/tmp/memohfs-bench", "work dir (on the disk to measure)")
+	fs.StringVar(&o.Binary, "memohfs", "bin/memohfs", "the memohfs binary")
+	fs.BoolVar(&o.Quick, "quick", false, "smaller sizes and counts (a smoke run, not for the record)")
+	fs.IntVar(&o.Bots, "bots", 1000, "bots for the control-plane scale rows")
+	fs.StringVar(&o.Only, "only", "", "run only workloads whose name contains this")
+	fs.Parse(os.Args[2:])
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	Runs   int
+	Out    string
+	Dir    string
+	Binary string
+	Quick  bool
+	Bots   int
+	Only   string
+}
