@@ -847,7 +847,10 @@ func xattrPath(dirfd int, name string) string {
 
 func (n *dataNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if !xattrAllowed(attr) {
-		return 0, syscall.ENODATA
+		// "Not supported" rather than "absent": tools remember it per
+		// file system (ls -l asks for security.selinux once per run, not
+		// once per file).
+		return 0, syscall.EOPNOTSUPP
 	}
 	var sz int
 	errno := n.do(ctx, func(dirfd int, name string) syscall.Errno {

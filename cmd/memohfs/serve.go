@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"path/filepath"
 	"time"
@@ -27,6 +29,7 @@ type serveOptions struct {
 	AllowOther     bool
 	StopBotsOnExit bool
 	DebugFUSE      bool
+	Pprof          string
 }
 
 func serveFlags() []cli.Flag {
@@ -53,6 +56,7 @@ func commonFlags() []cli.Flag {
 		boolf("allow-other", "let users other than root use the mount (each sees only their bots)"),
 		boolf("stop-bots-on-exit", "stop every bot when memohfs exits (by default they keep running)"),
 		boolf("debug-fuse", "log every FUSE request"),
+		str("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060"),
 	}, logFlags()...)
 }
 
@@ -94,6 +98,7 @@ func serveOptionsFrom(c *cli.Context) serveOptions {
 		AllowOther:     c.Bool("allow-other"),
 		StopBotsOnExit: c.Bool("stop-bots-on-exit"),
 		DebugFUSE:      c.Bool("debug-fuse"),
+		Pprof:          c.String("pprof"),
 		Runtime: runtime.Config{
 			Address:      c.String("containerd-address"),
 			Namespace:    c.String("namespace"),
@@ -117,6 +122,14 @@ func serveOptionsFrom(c *cli.Context) serveOptions {
 // and let go of everything (bots keep running unless asked otherwise).
 func serve(ctx context.Context, o serveOptions, logs *logging, reload func()) error {
 	log := logs.logger
+	if o.Pprof != "" {
+		go func() {
+			log.Info("profiles", "addr", o.Pprof)
+			if err := http.ListenAndServe(o.Pprof, nil); err != nil {
+				log.Error("pprof", "err", err)
+			}
+		}()
+	}
 	abs, err := filepath.Abs(o.DataRoot)
 	if err != nil {
 		return err

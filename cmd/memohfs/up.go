@@ -154,6 +154,7 @@ func up(c *cli.Context, logs *logging) error {
 		AllowOther:     c.Bool("allow-other"),
 		StopBotsOnExit: c.Bool("stop-bots-on-exit"),
 		DebugFUSE:      c.Bool("debug-fuse"),
+		Pprof:          c.String("pprof"),
 	}
 	o.Runtime.Address = ctrd.Address()
 	o.Runtime.Namespace = "memohfs"
