@@ -39,5 +39,10 @@ run: deps build
 	@echo "  mkdir $(MOUNT)/demo && echo start > $(MOUNT)/demo/ctl && cat $(MOUNT)/demo/status"
 	./bin/memohfs up --mount $(MOUNT) --state-dir $(STATE_DIR)
 
+## bench: data/ vs native ext4 vs go-fuse's stock loopback, and the control plane (BENCH_ARGS=--quick for a smoke run)
+BENCH_ARGS ?=
+bench: deps build
+	$(GO) run ./internal/bench run $(BENCH_ARGS)
+
 clean:
 	rm -rf bin

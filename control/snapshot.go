@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/memohfs/memohfs/internal/treesync"
 	"github.com/memohfs/memohfs/runtime"
 	"github.com/memohfs/memohfs/store"
 )
@@ -39,6 +41,13 @@ func (s SnapshotInfo) String() string {
 	}
 	return fmt.Sprintf("name %s\nversion %d\nsource %s\nparent %s\ncreated %s\nrootfs %s\n",
 		s.Name, s.Version, v(s.Source), v(s.Parent), s.Created.UTC().Format(time.RFC3339), v(s.RootfsKey))
+}
+
+// DataXattr says which extended attributes of data/ files memohfs serves
+// and snapshots keep: the user.* namespace and POSIX ACLs. trusted.* and
+// security.* (file capabilities) of bot files stay out of reach.
+func DataXattr(name string) bool {
+	return strings.HasPrefix(name, "user.") || name == "system.posix_acl_access" || name == "system.posix_acl_default"
 }
 
 // snapshotDataRoot is where a snapshot's copy of data/ lives.
@@ -160,17 +169,24 @@ func (c *Controller) snapshot(ctx context.Context, b *bot, snap, source string) 
 
 	prev := b.getState()
 	b.setState(StateSnapshotting)
-	var stats copyStats
-	var man manifest
+	// data/ is copied beside the rootfs: while the bot runs, then what
+	// changed since with it frozen. Unchanged files are links to the
+	// previous snapshot's copy.
+	data := treesync.New(c.DataDir(b.name), snapshotDataRoot(tmp),
+		treesync.Options{PrevRoot: prevRoot, Prev: prevManifest, Xattr: DataXattr})
+	var stats, frozenStats treesync.Stats
 	start := time.Now()
-	var dataCopy time.Duration
 	info, err := c.rt.Snapshot(ctx, b.name, snap, runtime.SnapshotOptions{
 		Labels: map[string]string{"memohfs.source": source, "memohfs.data": dir},
-		Frozen: func(context.Context) error {
-			t := time.Now()
-			var err error
-			man, stats, err = copyTree(c.DataDir(b.name), snapshotDataRoot(tmp), prevRoot, prevManifest)
-			dataCopy = time.Since(t)
+		Sync: func(_ context.Context, final bool) error {
+			st, err := data.Pass()
+			stats.Copied += st.Copied
+			stats.Linked += st.Linked
+			stats.Bytes += st.Bytes
+			stats.Files = st.Files
+			if final {
+				frozenStats = st
+			}
 			return err
 		},
 	})
@@ -186,7 +202,7 @@ func (c *Controller) snapshot(ctx context.Context, b *bot, snap, source string) 
 		}
 		os.RemoveAll(dir)
 	}
-	err = man.save(filepath.Join(tmp, "manifest"))
+	err = data.Manifest().Save(filepath.Join(tmp, "manifest"))
 	if err == nil {
 		err = os.Rename(tmp, dir)
 	}
@@ -199,6 +215,7 @@ func (c *Controller) snapshot(ctx context.Context, b *bot, snap, source string) 
 		Detail: map[string]any{
 			"paused_ms":   float64(info.Paused.Microseconds()) / 1000,
 			"data_copied": stats.Copied, "data_linked": stats.Linked, "data_bytes": stats.Bytes,
+			"data_copied_frozen": frozenStats.Copied, "data_bytes_frozen": frozenStats.Bytes,
 		},
 	})
 	if err != nil {
@@ -212,7 +229,8 @@ func (c *Controller) snapshot(ctx context.Context, b *bot, snap, source string) 
 	b.eventsRecorded()
 	c.notify(SnapshotsChanged, b.name)
 	c.log.Info("snapshot", "bot", b.name, "name", snap, "version", rec.Version, "took", time.Since(start),
-		"paused", info.Paused, "data_copy", dataCopy, "files", stats.Files, "copied", stats.Copied, "linked", stats.Linked, "bytes", stats.Bytes)
+		"paused", info.Paused, "files", stats.Files, "copied", stats.Copied, "linked", stats.Linked, "bytes", stats.Bytes,
+		"copied_frozen", frozenStats.Copied, "bytes_frozen", frozenStats.Bytes)
 	return rec, nil
 }
 
@@ -233,7 +251,7 @@ func (c *Controller) settle(ctx context.Context, b *bot, prev State) {
 }
 
 // previousCopy finds the newest snapshot with a data copy and manifest.
-func (c *Controller) previousCopy(ctx context.Context, id string) (string, manifest) {
+func (c *Controller) previousCopy(ctx context.Context, id string) (string, treesync.Manifest) {
 	recs, err := c.st.ListSnapshots(ctx, id)
 	if err != nil {
 		return "", nil
@@ -242,7 +260,7 @@ func (c *Controller) previousCopy(ctx context.Context, id string) (string, manif
 		if recs[i].DataPath == "" {
 			continue
 		}
-		m, err := loadManifest(filepath.Join(recs[i].DataPath, "manifest"))
+		m, err := treesync.LoadManifest(filepath.Join(recs[i].DataPath, "manifest"))
 		if err == nil {
 			return snapshotDataRoot(recs[i].DataPath), m
 		}
@@ -313,7 +331,7 @@ func (c *Controller) restore(ctx context.Context, b *bot, snap string) error {
 	// Copy the snapshot's data while the bot still runs.
 	live := c.DataDir(b.name)
 	staged := live + ".restore-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	if _, _, err := copyTree(snapshotDataRoot(target.DataPath), staged, "", nil); err != nil {
+	if _, err := treesync.New(snapshotDataRoot(target.DataPath), staged, treesync.Options{Xattr: DataXattr}).Pass(); err != nil {
 		os.RemoveAll(staged)
 		return wrap(err, "restore: copy the snapshot's data")
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/memohfs/memohfs/control"
 	"golang.org/x/sys/unix"
 )
 
@@ -826,14 +827,13 @@ func (n *dataNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errn
 	})
 }
 
-// Extended attributes: the user.* namespace and POSIX ACLs are served (the
-// kernel checks who may set an ACL before it asks). Others read as absent
-// and cannot be set, so no caller reaches trusted.* or security.*
-// attributes (file capabilities) of host files through root's rights.
+// Extended attributes: control.DataXattr says which (user.* and POSIX
+// ACLs; the kernel checks who may set an ACL before it asks). Others are
+// "not supported" and cannot be set, so no caller reaches trusted.* or
+// security.* attributes (file capabilities) of host files through root's
+// rights.
 
-func xattrAllowed(attr string) bool {
-	return strings.HasPrefix(attr, "user.") || attr == "system.posix_acl_access" || attr == "system.posix_acl_default"
-}
+func xattrAllowed(attr string) bool { return control.DataXattr(attr) }
 
 // xattrPath names n for the l*xattr calls: its dir fd's /proc link plus
 // its name, so only the last component is looked up (and not followed).

@@ -44,12 +44,17 @@ func TestBadInput(t *testing.T) {
 	_, err = f.rt.Exec(f.ctx, "ok", []string{"true"}, nil, nil)
 	wantClass(t, err, "failed precondition") // not running
 
-	// A failing Frozen hook aborts the snapshot and leaves nothing.
+	// A failing Sync hook aborts the snapshot and leaves nothing.
 	_, err = f.rt.Snapshot(f.ctx, "ok", "aborted", runtime.SnapshotOptions{
-		Frozen: func(context.Context) error { return os.ErrPermission },
+		Sync: func(_ context.Context, final bool) error {
+			if final {
+				return os.ErrPermission
+			}
+			return nil
+		},
 	})
 	if err == nil {
-		t.Fatal("snapshot succeeded despite its Frozen hook failing")
+		t.Fatal("snapshot succeeded despite its Sync hook failing")
 	}
 	list, err := f.rt.Snapshots(f.ctx, "ok")
 	if err != nil {

@@ -39,8 +39,8 @@ type Runtime interface {
 	Exec(ctx context.Context, bot string, args []string, stdout, stderr io.Writer) (int, error)
 
 	// Snapshot takes a live snapshot of the bot's rootfs under name. The
-	// container keeps its own rootfs; a running task is paused only while
-	// the diff is taken (and opts.Frozen runs).
+	// container keeps its own rootfs; a running task is frozen only for
+	// the last, incremental pass (rootfs and opts.Sync).
 	Snapshot(ctx context.Context, bot, name string, opts SnapshotOptions) (SnapshotInfo, error)
 	// Snapshots lists the bot's snapshots and the lineage of its rootfs.
 	Snapshots(ctx context.Context, bot string) ([]SnapshotInfo, error)
@@ -140,10 +140,12 @@ type TaskInfo struct {
 // SnapshotOptions tune a snapshot.
 type SnapshotOptions struct {
 	Labels map[string]string // extra labels (memohfs.* by convention)
-	// Frozen, when set, runs while the task is paused, after the rootfs
-	// diff is taken: the place to copy anything that must be captured at
-	// the same instant. An error aborts the snapshot.
-	Frozen func(ctx context.Context) error
+	// Sync, when set, copies whatever else must be captured at the same
+	// instant as the rootfs: it runs beside each rootfs pass while the
+	// task runs (final false, once or more), then once with the task
+	// frozen (final true), where it should copy only what changed since
+	// its last call. An error aborts the snapshot.
+	Sync func(ctx context.Context, final bool) error
 }
 
 // SnapshotInfo describes one snapshot in a bot's lineage.

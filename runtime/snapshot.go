@@ -18,15 +18,21 @@ import (
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/rootfs"
+	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
+	"github.com/memohfs/memohfs/internal/treesync"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Snapshot takes a live snapshot of the bot's rootfs: pause the task, diff
-// the active rootfs against its parent, run opts.Frozen, resume; then apply
-// the diff onto a new snapshot of the same parent and commit it under the
-// bot's key for name. The container's own active snapshot is never
-// committed or moved.
+// Snapshot takes a live snapshot of the bot's rootfs under the bot's key
+// for name, on a new snapshot of the same parent as the container's active
+// rootfs; the active snapshot is never committed or moved.
+//
+// With an overlay snapshotter the active upper dir is copied straight into
+// the new snapshot's upper dir: once while the bot runs, then again (only
+// what changed since) with the bot frozen; opts.Sync runs beside each
+// pass. Other snapshotters take a diff of the whole rootfs while frozen and
+// apply it after resuming.
 func (c *Containerd) Snapshot(ctx context.Context, bot, name string, opts SnapshotOptions) (_ SnapshotInfo, err error) {
 	defer native(&err)
 	if err := checkSnapshot(name); err != nil {
@@ -57,11 +63,6 @@ func (c *Containerd) Snapshot(ctx context.Context, bot, name string, opts Snapsh
 	}
 	defer done(context.WithoutCancel(ctx))
 
-	desc, paused, err := c.frozenDiff(ctx, bot, ctr, info.SnapshotKey, sn, opts.Frozen)
-	if err != nil {
-		return SnapshotInfo{}, err
-	}
-
 	tmp := applyKey(bot, generation())
 	mounts, err := sn.Prepare(ctx, tmp, active.Parent, snapshots.WithLabels(map[string]string{LabelBot: bot}))
 	if err != nil {
@@ -77,9 +78,20 @@ func (c *Containerd) Snapshot(ctx context.Context, bot, name string, opts Snapsh
 			}
 		}
 	}()
-	if _, err := c.client.DiffService().Apply(ctx, desc, mounts); err != nil {
-		return SnapshotInfo{}, fmt.Errorf("apply rootfs diff for snapshot %q: %w", name, err)
+	activeMounts, err := sn.Mounts(ctx, info.SnapshotKey)
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("rootfs %s of bot %q: %w", info.SnapshotKey, bot, err)
 	}
+	var paused time.Duration
+	if from, to := upperDir(activeMounts), upperDir(mounts); from != "" && to != "" {
+		paused, err = c.copyUpper(ctx, bot, ctr, from, to, opts.Sync)
+	} else {
+		paused, err = c.diffApply(ctx, bot, ctr, info.SnapshotKey, sn, mounts, opts.Sync)
+	}
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+
 	now := time.Now().UTC()
 	labels := map[string]string{}
 	for k, v := range opts.Labels {
@@ -111,45 +123,119 @@ func (c *Containerd) Snapshot(ctx context.Context, bot, name string, opts Snapsh
 	}, nil
 }
 
-// frozenDiff pauses a running task, diffs the rootfs, runs frozen and
-// resumes, whatever happens in between.
-func (c *Containerd) frozenDiff(ctx context.Context, bot string, ctr containerd.Container, activeKey string,
-	sn snapshots.Snapshotter, frozen func(context.Context) error) (desc ocispec.Descriptor, paused time.Duration, err error) {
+// upperDir is the directory holding a snapshot's own changes: an overlay
+// mount's upperdir, or the source of a bind mount (a snapshot with no
+// parent). "" when the mounts are of another kind.
+func upperDir(mounts []mount.Mount) string {
+	if len(mounts) != 1 {
+		return ""
+	}
+	m := mounts[0]
+	switch m.Type {
+	case "overlay":
+		for _, o := range m.Options {
+			if dir, ok := strings.CutPrefix(o, "upperdir="); ok {
+				return dir
+			}
+		}
+	case "bind":
+		return m.Source
+	}
+	return ""
+}
+
+// copyUpper copies the active rootfs's upper dir into the new snapshot's:
+// one or two passes while the bot runs, then a last pass with it frozen,
+// which copies only what changed meanwhile. sync runs beside every pass.
+func (c *Containerd) copyUpper(ctx context.Context, bot string, ctr containerd.Container, from, to string,
+	sync func(context.Context, bool) error) (time.Duration, error) {
+	tree := treesync.New(from, to, treesync.Options{Special: true, Xattr: func(string) bool { return true }})
+	step := func(final bool) error {
+		if _, err := tree.Pass(); err != nil {
+			return fmt.Errorf("copy rootfs of bot %q: %w", bot, err)
+		}
+		if sync != nil {
+			return sync(ctx, final)
+		}
+		return nil
+	}
+	// While it runs: a second pass when the first was long enough for
+	// much to change meanwhile.
+	for i := 0; i < 2; i++ {
+		start := time.Now()
+		if err := step(false); err != nil {
+			return 0, err
+		}
+		if time.Since(start) < 50*time.Millisecond {
+			break
+		}
+	}
+	return c.frozen(ctx, bot, ctr, func() error { return step(true) })
+}
+
+// diffApply is the path for snapshotters without an upper dir: diff the
+// whole rootfs while frozen, apply it to the new snapshot after.
+func (c *Containerd) diffApply(ctx context.Context, bot string, ctr containerd.Container, activeKey string,
+	sn snapshots.Snapshotter, mounts []mount.Mount, sync func(context.Context, bool) error) (time.Duration, error) {
+	if sync != nil {
+		if err := sync(ctx, false); err != nil {
+			return 0, err
+		}
+	}
+	var desc ocispec.Descriptor
+	paused, err := c.frozen(ctx, bot, ctr, func() error {
+		var err error
+		desc, err = rootfs.CreateDiff(ctx, activeKey, sn, c.client.DiffService(),
+			diff.WithMediaType(ocispec.MediaTypeImageLayer))
+		if err != nil {
+			return fmt.Errorf("diff rootfs of bot %q: %w", bot, err)
+		}
+		if sync != nil {
+			return sync(ctx, true)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if _, err := c.client.DiffService().Apply(ctx, desc, mounts); err != nil {
+		return 0, fmt.Errorf("apply rootfs diff of bot %q: %w", bot, err)
+	}
+	return paused, nil
+}
+
+// frozen runs fn with the bot's running task frozen, and thaws it whatever
+// happens; it returns how long the task was frozen (0 when it was not
+// running).
+func (c *Containerd) frozen(ctx context.Context, bot string, ctr containerd.Container, fn func() error) (paused time.Duration, err error) {
 	task, err := ctr.Task(ctx, nil)
 	if err != nil && !errdefs.IsNotFound(err) {
-		return desc, 0, err
+		return 0, err
 	}
-	if task != nil {
-		st, err := task.Status(ctx)
-		if err != nil {
-			return desc, 0, err
-		}
-		if st.Status == containerd.Running {
-			if err := task.Pause(ctx); err != nil {
-				return desc, 0, fmt.Errorf("pause bot %q: %w", bot, err)
-			}
-			start := time.Now()
-			defer func() {
-				rctx, cancel := detach(ctx)
-				defer cancel()
-				if rerr := task.Resume(rctx); rerr != nil {
-					err = errors.Join(err, fmt.Errorf("resume bot %q: %w", bot, rerr))
-				}
-				paused = time.Since(start)
-			}()
-		}
+	if task == nil {
+		return 0, fn()
 	}
-	desc, err = rootfs.CreateDiff(ctx, activeKey, sn, c.client.DiffService(),
-		diff.WithMediaType(ocispec.MediaTypeImageLayer))
+	st, err := task.Status(ctx)
 	if err != nil {
-		return desc, 0, fmt.Errorf("diff rootfs of bot %q: %w", bot, err)
+		return 0, err
 	}
-	if frozen != nil {
-		if err := frozen(ctx); err != nil {
-			return desc, 0, err
+	if st.Status != containerd.Running {
+		return 0, fn()
+	}
+	start := time.Now()
+	thaw, err := c.freeze(ctx, ctr, task)
+	if err != nil {
+		return 0, fmt.Errorf("freeze bot %q: %w", bot, err)
+	}
+	defer func() {
+		rctx, cancel := detach(ctx)
+		defer cancel()
+		if terr := thaw(rctx); terr != nil {
+			err = errors.Join(err, fmt.Errorf("thaw bot %q: %w", bot, terr))
 		}
-	}
-	return desc, 0, nil
+		paused = time.Since(start)
+	}()
+	return 0, fn()
 }
 
 // Snapshots lists the bot's named snapshots, its rootfs and the image

@@ -2,8 +2,10 @@ package runtime_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,20 +32,19 @@ func TestLiveSnapshot(t *testing.T) {
 	waitFile(t, filepath.Join(data, "ready"), 10*time.Second)
 	before, _ := f.rt.Container(f.ctx, "snappy")
 
-	var frozenState runtime.TaskState
+	var calls []bool
 	snap, err := f.rt.Snapshot(f.ctx, "snappy", "s1", runtime.SnapshotOptions{
 		Labels: map[string]string{"memohfs.source": "manual"},
-		Frozen: func(ctx context.Context) error {
-			st, err := f.rt.Task(ctx, "snappy")
-			frozenState = st.State
-			return err
+		Sync: func(ctx context.Context, final bool) error {
+			calls = append(calls, final)
+			return nil
 		},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if frozenState != runtime.TaskPaused {
-		t.Fatalf("Frozen ran while the task was %q, want paused", frozenState)
+	if len(calls) < 2 || calls[0] || !calls[len(calls)-1] {
+		t.Fatalf("Sync calls (final?) %v: want one or more while running, then one frozen", calls)
 	}
 	if snap.Name != "s1" || snap.Kind != "committed" || snap.Labels["containerd.io/gc.root"] == "" ||
 		snap.Labels[runtime.LabelBot] != "snappy" || snap.Labels["memohfs.source"] != "manual" {
@@ -95,6 +96,75 @@ func TestLiveSnapshot(t *testing.T) {
 	}
 }
 
+// TestSnapshotInstant: the rootfs and what Sync copies are captured at one
+// instant. The bot bumps a counter in its rootfs, then in /data, as fast
+// as it can; in the snapshot the rootfs counter equals the data counter
+// or is one ahead, and while the final Sync runs the bot makes no
+// progress at all (it is frozen).
+func TestSnapshotInstant(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	_, data := f.bot("instant", `i=0; while :; do i=$((i+1)); echo $i > /root/a.t; mv /root/a.t /root/a; echo $i > /data/b.t; mv /data/b.t /data/b; done`)
+	f.start("instant")
+	waitFile(t, filepath.Join(data, "b"), 10*time.Second)
+	for round := 0; round < 3; round++ {
+		var atFreeze, afterWait string
+		snap, err := f.rt.Snapshot(f.ctx, "instant", fmt.Sprintf("i%d", round), runtime.SnapshotOptions{
+			Sync: func(ctx context.Context, final bool) error {
+				if !final {
+					return nil
+				}
+				b, err := os.ReadFile(filepath.Join(data, "b"))
+				atFreeze = string(b)
+				time.Sleep(30 * time.Millisecond)
+				b2, _ := os.ReadFile(filepath.Join(data, "b"))
+				afterWait = string(b2)
+				return err
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if atFreeze == "" || atFreeze != afterWait {
+			t.Fatalf("round %d: the bot ran on while frozen: %q then %q", round, atFreeze, afterWait)
+		}
+		if snap.Paused <= 0 || snap.Paused > 5*time.Second {
+			t.Fatalf("round %d: paused %v", round, snap.Paused)
+		}
+		out := bootFromSnapshot(t, f, snap.Key, "cat /root/a")
+		a, errA := strconv.Atoi(strings.TrimSpace(out))
+		b, errB := strconv.Atoi(strings.TrimSpace(atFreeze))
+		if errA != nil || errB != nil || (a != b && a != b+1) {
+			t.Fatalf("round %d: rootfs counter %q, data counter %q: not one instant", round, out, atFreeze)
+		}
+		t.Logf("round %d: rootfs %d data %d, paused %v", round, a, b, snap.Paused)
+	}
+	if _, err := f.rt.Stop(f.ctx, "instant", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSnapshotDeletions: files and dirs of the image deleted in the bot
+// (overlay whiteouts and opaque dirs) stay deleted in the snapshot.
+func TestSnapshotDeletions(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	_, data := f.bot("deleter", `rm /etc/group && rm -rf /usr/bin && mkdir /usr/bin && echo new > /usr/bin/new && echo ok > /data/ready; `+loop)
+	f.start("deleter")
+	waitFile(t, filepath.Join(data, "ready"), 10*time.Second)
+	snap, err := f.rt.Snapshot(f.ctx, "deleter", "gone", runtime.SnapshotOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := bootFromSnapshot(t, f, snap.Key, "test -e /etc/group && echo group; cat /etc/passwd | head -1; ls /usr/bin")
+	if out != "root:x:0:0:root:/root:/bin/sh\nnew\n" {
+		t.Fatalf("snapshot of a rootfs with deletions shows %q", out)
+	}
+	if _, err := f.rt.Stop(f.ctx, "deleter", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // bootFromSnapshot runs script in a plain container (not a bot) on a fresh
 // rootfs prepared from a committed snapshot and returns what it wrote.
 func bootFromSnapshot(t *testing.T, f *fixture, key, script string) string {
@@ -109,6 +179,13 @@ func bootFromSnapshot(t *testing.T, f *fixture, key, script string) string {
 	if err := os.Mkdir(out, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A lease keeps the probe's rootfs from the garbage collector until
+	// the container holds it.
+	ctx, done, err := client.WithLease(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done(ctx)
 	sn := client.SnapshotService("overlayfs")
 	if _, err := sn.Prepare(ctx, "probe-from-"+key, key, snapshots.WithLabels(map[string]string{"test": "1"})); err != nil {
 		t.Fatal(err)
