@@ -104,7 +104,7 @@ type Options struct {
 // Stats says what one pass did.
 type Stats struct {
 	Dirs, Files, Linked, Copied, Symlinks, Special, Skipped, Removed, Unchanged int
-	Bytes                                                                     int64 // bytes copied (not linked)
+	Bytes                                                                       int64 // bytes copied (not linked)
 }
 
 // node is what the copy holds for one source entry: the source's
