@@ -133,6 +133,30 @@ func (n *dataNode) inDir(ctx context.Context, fn func(dirfd int) syscall.Errno) 
 	})
 }
 
+// changeIn runs fn, which makes or removes the entry name in n, with n
+// opened as a directory; memohfs counts as changing name and n (whose
+// mtime moves) until it is done, and n's new state is noted as its own.
+func (n *dataNode) changeIn(ctx context.Context, name string, fn func(dirfd int) syscall.Errno) syscall.Errno {
+	rel := n.t.rel(n.EmbeddedInode())
+	defer n.t.owning(rel, n.t.relOf(n.EmbeddedInode(), name))()
+	return n.inDir(ctx, func(dirfd int) syscall.Errno {
+		e := fn(dirfd)
+		if e == 0 {
+			n.noteOwnDir(rel, dirfd)
+		}
+		return e
+	})
+}
+
+// noteOwnDir notes the state of directory dirfd (n, at rel) after
+// memohfs changed its entries.
+func (n *dataNode) noteOwnDir(rel string, dirfd int) {
+	var x unix.Statx_t
+	if statx(dirfd, "", &x) == nil {
+		n.t.noteOwn(rel, &x)
+	}
+}
+
 func (n *dataNode) writable() syscall.Errno {
 	if n.t.readOnly {
 		return syscall.EROFS
@@ -179,6 +203,22 @@ func (n *dataNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 }
 
 func (n *dataNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	e := n.getattr(ctx, f, out)
+	if e == 0 {
+		n.attrTimeout(out)
+	}
+	return e
+}
+
+// attrTimeout lets the kernel keep attributes for the tree's TTL (host
+// changes are pushed by invalidation), except where the tree says not to.
+func (n *dataNode) attrTimeout(out *fuse.AttrOut) {
+	if !n.t.noCache(n.t.rel(n.EmbeddedInode())) {
+		out.SetTimeout(n.t.attrTTL)
+	}
+}
+
+func (n *dataNode) getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if df, ok := f.(*dataFile); ok {
 		return df.Getattr(ctx, out)
 	}
@@ -198,9 +238,6 @@ func (n *dataNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 			return fs.ToErrno(err)
 		}
 		attrFromStatx(&out.Attr, &x)
-		if !n.t.noCache(n.t.rel(n.EmbeddedInode())) {
-			out.SetTimeout(n.t.attrTTL)
-		}
 		return 0
 	})
 }
@@ -296,6 +333,23 @@ func (n *dataNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 	if e := n.writable(); e != 0 {
 		return e
 	}
+	rel := n.t.rel(n.EmbeddedInode())
+	defer n.t.owning(rel)()
+	e := n.setattr(ctx, f, in, out)
+	if e != 0 {
+		return e
+	}
+	if df, ok := f.(*dataFile); ok {
+		var x unix.Statx_t
+		if statx(df.fd, "", &x) == nil {
+			n.t.noteOwn(rel, &x)
+		}
+	}
+	n.attrTimeout(out)
+	return 0
+}
+
+func (n *dataNode) setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	kill := killsPrivs(ctx, in)
 	if df, ok := f.(*dataFile); ok {
 		if e := df.Setattr(ctx, in, out); e != 0 {
@@ -494,7 +548,7 @@ func (n *dataNode) Create(ctx context.Context, name string, flags, mode uint32, 
 	}
 	var ch *fs.Inode
 	var fh fs.FileHandle
-	errno := n.inDir(ctx, func(dirfd int) syscall.Errno {
+	errno := n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
 		// O_NOFOLLOW with O_CREAT: a symlink at name (even a dangling
 		// one) is refused, never created through.
 		fd, err := unix.Openat(dirfd, name, int(flags)&openFlags|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|
@@ -526,7 +580,7 @@ func (n *dataNode) Mkdir(ctx context.Context, name string, mode uint32, out *fus
 		return nil, e
 	}
 	var ch *fs.Inode
-	errno := n.inDir(ctx, func(dirfd int) syscall.Errno {
+	errno := n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
 		if err := unix.Mkdirat(dirfd, name, mode); err != nil {
 			return fs.ToErrno(err)
 		}
@@ -550,7 +604,7 @@ func (n *dataNode) Mknod(ctx context.Context, name string, mode, rdev uint32, ou
 		return nil, syscall.EPERM // no device nodes in bot data
 	}
 	var ch *fs.Inode
-	errno := n.inDir(ctx, func(dirfd int) syscall.Errno {
+	errno := n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
 		if err := unix.Mknodat(dirfd, name, mode, 0); err != nil {
 			return fs.ToErrno(err)
 		}
@@ -569,7 +623,7 @@ func (n *dataNode) Symlink(ctx context.Context, target, name string, out *fuse.E
 		return nil, e
 	}
 	var ch *fs.Inode
-	errno := n.inDir(ctx, func(dirfd int) syscall.Errno {
+	errno := n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
 		if err := unix.Symlinkat(target, dirfd, name); err != nil {
 			return fs.ToErrno(err)
 		}
@@ -596,7 +650,7 @@ func (n *dataNode) Link(ctx context.Context, target fs.InodeEmbedder, name strin
 		// An O_TMPFILE file (or a deleted one someone holds open) gets a
 		// name through its fd.
 		errno := tn.withOpenFd(func(fd int) syscall.Errno {
-			return n.inDir(ctx, func(dirfd int) syscall.Errno {
+			return n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
 				if err := unix.Linkat(fd, "", dirfd, name, unix.AT_EMPTY_PATH); err != nil {
 					return fs.ToErrno(err)
 				}
@@ -646,7 +700,7 @@ func (n *dataNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if e := n.writable(); e != 0 {
 		return e
 	}
-	return n.inDir(ctx, func(dirfd int) syscall.Errno {
+	return n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
 		if err := unix.Unlinkat(dirfd, name, 0); err != nil {
 			return fs.ToErrno(err)
 		}
@@ -659,7 +713,7 @@ func (n *dataNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if e := n.writable(); e != 0 {
 		return e
 	}
-	return n.inDir(ctx, func(dirfd int) syscall.Errno {
+	return n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
 		if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil {
 			return fs.ToErrno(err)
 		}
@@ -676,11 +730,15 @@ func (n *dataNode) Rename(ctx context.Context, name string, newParent fs.InodeEm
 	if !ok || np.t != n.t {
 		return syscall.EXDEV
 	}
+	oldRel, newRel := n.t.rel(n.EmbeddedInode()), np.t.rel(np.EmbeddedInode())
+	defer n.t.owning(oldRel, newRel, n.t.relOf(n.EmbeddedInode(), name), np.t.relOf(np.EmbeddedInode(), newName))()
 	return n.inDir(ctx, func(olddir int) syscall.Errno {
 		return np.inDir(ctx, func(newdir int) syscall.Errno {
 			if err := unix.Renameat2(olddir, name, newdir, newName, uint(flags)); err != nil {
 				return fs.ToErrno(err)
 			}
+			n.noteOwnDir(oldRel, olddir)
+			np.noteOwnDir(newRel, newdir)
 			if flags&unix.RENAME_EXCHANGE == 0 {
 				n.t.noteOwnGone(n.t.relOf(n.EmbeddedInode(), name))
 			} else {
@@ -872,11 +930,11 @@ func (n *dataNode) Setxattr(ctx context.Context, attr string, data []byte, flags
 	if !xattrAllowed(attr) {
 		return syscall.EOPNOTSUPP
 	}
-	return n.do(ctx, func(dirfd int, name string) syscall.Errno {
-		if name == "" {
-			return fs.ToErrno(unix.Setxattr(xattrPath(dirfd, name), attr, data, int(flags)))
+	return n.changeXattr(ctx, func(p string, follow bool) error {
+		if follow {
+			return unix.Setxattr(p, attr, data, int(flags))
 		}
-		return fs.ToErrno(unix.Lsetxattr(xattrPath(dirfd, name), attr, data, int(flags)))
+		return unix.Lsetxattr(p, attr, data, int(flags))
 	})
 }
 
@@ -885,13 +943,31 @@ func (n *dataNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return e
 	}
 	if !xattrAllowed(attr) {
-		return syscall.ENODATA
+		return syscall.EOPNOTSUPP
 	}
-	return n.do(ctx, func(dirfd int, name string) syscall.Errno {
-		if name == "" {
-			return fs.ToErrno(unix.Removexattr(xattrPath(dirfd, name), attr))
+	return n.changeXattr(ctx, func(p string, follow bool) error {
+		if follow {
+			return unix.Removexattr(p, attr)
 		}
-		return fs.ToErrno(unix.Lremovexattr(xattrPath(dirfd, name), attr))
+		return unix.Lremovexattr(p, attr)
+	})
+}
+
+// changeXattr runs change on n's xattr path (follow: the path is the tree
+// root's own /proc link, which must be followed) and notes the result as
+// memohfs's own change.
+func (n *dataNode) changeXattr(ctx context.Context, change func(p string, follow bool) error) syscall.Errno {
+	rel := n.t.rel(n.EmbeddedInode())
+	defer n.t.owning(rel)()
+	return n.do(ctx, func(dirfd int, name string) syscall.Errno {
+		if err := change(xattrPath(dirfd, name), name == ""); err != nil {
+			return fs.ToErrno(err)
+		}
+		var x unix.Statx_t
+		if statx(dirfd, name, &x) == nil {
+			n.t.noteOwn(rel, &x)
+		}
+		return 0
 	})
 }
 

@@ -54,6 +54,11 @@ type tree struct {
 	ownMu sync.Mutex
 	own   map[string]ownSig
 	order []string // oldest first, to bound own
+	// busy counts changes memohfs is making to a path right now: the
+	// watcher waits for them to finish before it judges an event there
+	// (else it sees our own half-done change as someone else's).
+	busy     map[string]int
+	busyDone *sync.Cond
 }
 
 // ownSig is the state of a host entry right after memohfs changed it.
@@ -84,6 +89,49 @@ func (t *tree) noteOwn(rel string, x *unix.Statx_t) {
 	for len(t.own) > ownMax && len(t.order) > 0 {
 		delete(t.own, t.order[0])
 		t.order = t.order[1:]
+	}
+}
+
+// owning marks rels as being changed by memohfs until the returned func
+// is called (after the change and its noteOwn).
+func (t *tree) owning(rels ...string) func() {
+	t.ownMu.Lock()
+	if t.busy == nil {
+		t.busy = map[string]int{}
+		t.busyDone = sync.NewCond(&t.ownMu)
+	}
+	for _, r := range rels {
+		t.busy[r]++
+	}
+	t.ownMu.Unlock()
+	return func() {
+		t.ownMu.Lock()
+		for _, r := range rels {
+			if t.busy[r]--; t.busy[r] <= 0 {
+				delete(t.busy, r)
+			}
+		}
+		t.busyDone.Broadcast()
+		t.ownMu.Unlock()
+	}
+}
+
+// settled waits (up to limit) until memohfs is not changing rel.
+func (t *tree) settled(rel string, limit time.Duration) {
+	t.ownMu.Lock()
+	defer t.ownMu.Unlock()
+	if t.busy[rel] == 0 {
+		return
+	}
+	timer := time.AfterFunc(limit, func() {
+		t.ownMu.Lock()
+		t.busyDone.Broadcast()
+		t.ownMu.Unlock()
+	})
+	defer timer.Stop()
+	deadline := time.Now().Add(limit)
+	for t.busy[rel] > 0 && time.Now().Before(deadline) {
+		t.busyDone.Wait()
 	}
 }
 

@@ -254,6 +254,9 @@ func (t *tree) invalidate(ch change) {
 		}
 	}
 	name := parts[len(parts)-1]
+	full := t.relOf(dir, name)
+	// A change memohfs is making there right now is judged when it is done.
+	t.settled(full, time.Second)
 	child := dir.GetChild(name)
 	var x unix.Statx_t
 	exists := t.withBase(ctxBackground(), func(base int) syscall.Errno {
@@ -264,7 +267,6 @@ func (t *tree) invalidate(ch change) {
 		defer unix.Close(fd)
 		return gofs.ToErrno(statx(fd, name, &x))
 	}) == 0
-	full := t.relOf(dir, name)
 	if exists && t.isOwn(full, &x) || !exists && t.isOwn(full, nil) {
 		return
 	}

@@ -101,7 +101,7 @@ func readFile(path string) error {
 func fio(file string, rw string, size int64, seconds int) (float64, error) {
 	out, err := exec.Command("fio", "--name=bench", "--filename="+file, "--rw="+rw, "--bs=4k", "--ioengine=psync",
 		fmt.Sprintf("--size=%d", size), fmt.Sprintf("--runtime=%d", seconds), "--time_based",
-		"--output-format=json").Output()
+		"--invalidate=0", "--output-format=json").Output()
 	if err != nil {
 		return 0, fmt.Errorf("fio %s: %v", rw, err)
 	}
