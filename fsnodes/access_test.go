@@ -1,10 +1,13 @@
 package fsnodes_test
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -198,4 +201,61 @@ func TestSetuidClearedOnWrite(t *testing.T) {
 			t.Errorf("a root write in %s cleared setuid: %o", dir, m)
 		}
 	}
+}
+
+// TestPassthrough: on this machine kind (Linux >= 6.9, root) data/ file
+// I/O is kernel passthrough: memohfs says so, and reading and writing a
+// megabyte through data/ sends no READ or WRITE request to the daemon.
+func TestPassthrough(t *testing.T) {
+	var logs syncBuffer
+	s := newStack(t, fsnodes.Options{Debug: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if mode := s.fs.DataIO(); mode != "passthrough" {
+		t.Fatalf("data/ I/O mode %q, want passthrough", mode)
+	}
+	s.mustSh(`mkdir $M/pt`)
+	p := s.path("pt", "data", "big")
+	blob := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+	must(t, os.WriteFile(p, blob, 0o644))
+	got, err := os.ReadFile(p)
+	must(t, err)
+	if !bytes.Equal(got, blob) {
+		t.Fatal("read back differs")
+	}
+	if !strings.Contains(logs.String(), "PASSTHROUGH") {
+		t.Fatalf("no open was answered with PASSTHROUGH:\n%s", tail(logs.String(), 3000))
+	}
+	for _, op := range []string{": READ ", ": WRITE "} {
+		if strings.Contains(logs.String(), op) {
+			t.Errorf("a%s request reached the daemon:\n%s", op, tail(logs.String(), 3000))
+		}
+	}
+	// Turned off, it says why, and I/O goes through the daemon.
+	s2 := newStack(t, fsnodes.Options{NoPassthrough: true})
+	if mode := s2.fs.DataIO(); !strings.HasPrefix(mode, "fuse (") {
+		t.Fatalf("mode with passthrough off: %q", mode)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }

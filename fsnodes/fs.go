@@ -101,6 +101,7 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 			DirectMount: true,
 			MaxWrite:    1 << 20,
 			Debug:       o.Debug,
+			Logger:      slog.NewLogLogger(o.Logger.Handler(), slog.LevelInfo),
 			// The kernel caches POSIX ACLs (ls -l asks for them on every
 			// file): without this each is a round trip.
 			EnableAcl: true,
@@ -124,8 +125,37 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 		return nil, nil, err
 	}
 	closeOnExecFUSE()
+	root.dataIO = probeDataIO(server, o.NoPassthrough)
+	o.Logger.Info("data/ file I/O", "mode", root.dataIO)
 	return server, root, nil
 }
+
+// probeDataIO says how data/ file I/O goes: "passthrough" (the kernel
+// reads and writes the host file itself) when the kernel offered it and
+// accepts a backing file from us, else "fuse (why)", every read and write
+// a round trip.
+func probeDataIO(server *fuse.Server, disabled bool) string {
+	switch {
+	case disabled:
+		return "fuse (passthrough turned off)"
+	case server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0:
+		return "fuse (the kernel offers no passthrough: Linux 6.9 or later needed)"
+	}
+	f, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return "fuse (" + err.Error() + ")"
+	}
+	defer f.Close()
+	id, errno := server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(f.Fd())})
+	if errno != 0 {
+		return "fuse (the kernel refused a backing file: " + errno.Error() + "; passthrough needs CAP_SYS_ADMIN)"
+	}
+	server.UnregisterBackingFd(id)
+	return "passthrough"
+}
+
+// DataIO says how data/ file I/O goes: "passthrough" or "fuse (why)".
+func (r *Root) DataIO() string { return r.dataIO }
 
 // closeOnExecFUSE marks our /dev/fuse descriptors close-on-exec. go-fuse
 // opens the device without O_CLOEXEC, so every process memohfs starts

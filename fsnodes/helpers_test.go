@@ -28,6 +28,7 @@ type stack struct {
 	c    *control.Controller
 	mnt  string
 	root string // data root
+	fs   *fsnodes.Root
 }
 
 func newStack(t *testing.T, opts fsnodes.Options) *stack {
@@ -58,6 +59,7 @@ func newStack(t *testing.T, opts fsnodes.Options) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.fs = root
 	t.Cleanup(func() {
 		root.Close() // ends blocked event readers first
 		if err := server.Unmount(); err != nil {

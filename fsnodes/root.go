@@ -21,6 +21,7 @@ type Root struct {
 	life    context.Context // ends at Close: wakes readers waiting on events
 	endLife context.CancelFunc
 	watch   *watcher
+	dataIO  string // "passthrough" or "fuse (why)", set at mount
 
 	mu   sync.Mutex
 	bots map[string]*botDir // bot dirs handed to the kernel
