@@ -2,6 +2,7 @@ package fsnodes
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path"
 	"strconv"
@@ -457,18 +458,15 @@ func truncateAt(dirfd int, name string, size int64) syscall.Errno {
 	if name == "" {
 		return syscall.EISDIR
 	}
-	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fs.ToErrno(err)
+	// Through O_PATH first: a fifo swapped in is never opened.
+	fd, e := openRegular(dirfd, name, unix.O_WRONLY)
+	if e == syscall.EACCES {
+		return syscall.EINVAL // truncate(2) of a non-regular file
+	}
+	if e != 0 {
+		return e
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return fs.ToErrno(err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return syscall.EINVAL
-	}
 	return fs.ToErrno(unix.Ftruncate(fd, size))
 }
 
@@ -549,15 +547,27 @@ func (n *dataNode) Create(ctx context.Context, name string, flags, mode uint32, 
 	var ch *fs.Inode
 	var fh fs.FileHandle
 	errno := n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
-		// O_NOFOLLOW with O_CREAT: a symlink at name (even a dangling
-		// one) is refused, never created through.
-		fd, err := unix.Openat(dirfd, name, int(flags)&openFlags|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|
-			int(flags)&unix.O_EXCL, mode)
-		if err != nil {
-			return fs.ToErrno(err)
-		}
-		if err := chownToCaller(ctx, dirfd, name); err != nil {
-			unix.Close(fd)
+		// O_EXCL first, always: a symlink at name (even a dangling one)
+		// is refused, never created through, and a fifo or device
+		// planted there is never opened (an open of a fifo would block
+		// this request, or connect root to the bot's reader).
+		fd, err := unix.Openat(dirfd, name, int(flags)&openFlags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+		switch {
+		case err == nil:
+			// Only what this request made becomes the caller's.
+			if err := chownToCaller(ctx, dirfd, name); err != nil {
+				unix.Close(fd)
+				return fs.ToErrno(err)
+			}
+		case errors.Is(err, unix.EEXIST) && flags&unix.O_EXCL == 0:
+			// It was there (made host-side since the kernel's lookup):
+			// open(2) semantics, the existing file as it is, if it is a
+			// regular file.
+			var e syscall.Errno
+			if fd, e = openRegular(dirfd, name, int(flags)&openFlags); e != 0 {
+				return e
+			}
+		default:
 			return fs.ToErrno(err)
 		}
 		var x unix.Statx_t
