@@ -10,6 +10,6 @@
 // data/, skills/ and the snapshot views are trees (see tree): host
 // directories served through fd-relative, no-follow system calls, with
 // kernel passthrough for open files where the kernel allows it, and
-// kernel caches invalidated from fsnotify when the bot changes files
+// kernel caches invalidated from inotify when the bot changes files
 // behind the mount's back.
 package fsnodes
