@@ -144,6 +144,20 @@ func (b *botDir) close() {
 	b.r.watch.unwatchTree(b.r.c.DataDir(b.name))
 	b.data.reset()
 	b.skills.reset()
+	b.releaseViews()
+}
+
+// releaseViews closes the fds the snapshot views hold, so the bot's
+// snapshots can be unmounted and moved away (they reopen when used).
+func (b *botDir) releaseViews() {
+	if b.snaps == nil {
+		return
+	}
+	for _, ch := range b.snaps.Children() {
+		if s, ok := ch.Operations().(*snapDir); ok {
+			s.release()
+		}
+	}
 }
 
 // skillsRoot is skills/: data/.skills, made when first needed.

@@ -35,6 +35,19 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// nameMax is NAME_MAX. The kernel lets FUSE names run to 1,024 bytes;
+// longer than 255 is ENAMETOOLONG here as on every Linux filesystem,
+// before any rule of control's is asked.
+const nameMax = 255
+
+// tooLong is ENAMETOOLONG for a name longer than nameMax, else 0.
+func tooLong(name string) syscall.Errno {
+	if len(name) > nameMax {
+		return syscall.ENAMETOOLONG
+	}
+	return 0
+}
+
 // errnoOf maps control's error kinds to errno.
 func errnoOf(err error) syscall.Errno {
 	if err == nil {

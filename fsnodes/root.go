@@ -105,6 +105,15 @@ func (r *Root) close() {
 	default:
 		close(r.done)
 	}
+	r.mu.Lock()
+	bots := make([]*botDir, 0, len(r.bots))
+	for _, b := range r.bots {
+		bots = append(bots, b)
+	}
+	r.mu.Unlock()
+	for _, b := range bots {
+		b.close() // the fds of data/, skills/ and the snapshot views
+	}
 	r.watch.close()
 }
 
@@ -121,21 +130,37 @@ func (r *Root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 }
 
 func (r *Root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if e := tooLong(name); e != 0 {
+		return nil, e
+	}
 	st, err := r.c.Status(name)
 	if err != nil {
 		noNegative(out)
 		return nil, errnoOf(err)
 	}
-	r.mu.Lock()
-	b := r.bots[name]
-	if b == nil || b.id != st.ID {
-		b = newBotDir(r, st)
-		r.bots[name] = b
-	}
-	r.mu.Unlock()
-	b.attr(&out.Attr)
 	// Bots come and go through control only, which tells the kernel.
 	cacheEntry(out, r.opts.EntryTimeout, r.opts.AttrTimeout)
+	// The node the kernel still knows, as it is: NewInode on a node that
+	// is already in the tree would run its OnAdd again and replace its
+	// children (open views and all).
+	if ch := r.GetChild(name); ch != nil {
+		if b, ok := ch.Operations().(*botDir); ok && b.id == st.ID {
+			r.mu.Lock()
+			r.bots[name] = b
+			r.mu.Unlock()
+			b.attr(&out.Attr)
+			return ch, 0
+		}
+	}
+	b := newBotDir(r, st)
+	r.mu.Lock()
+	old := r.bots[name]
+	r.bots[name] = b
+	r.mu.Unlock()
+	if old != nil {
+		old.close() // forgotten by the kernel: its fds go with it
+	}
+	b.attr(&out.Attr)
 	return r.NewInode(ctx, b, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: stableIno("bot", st.ID)}), 0
 }
 
@@ -153,6 +178,9 @@ func (r *Root) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 }
 
 func (r *Root) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if e := tooLong(name); e != 0 {
+		return nil, e
+	}
 	uid := uint32(0)
 	if c, ok := fuse.FromContext(ctx); ok {
 		uid = c.Uid
@@ -164,6 +192,12 @@ func (r *Root) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 }
 
 func (r *Root) Rmdir(ctx context.Context, name string) syscall.Errno {
+	r.mu.Lock()
+	b := r.bots[name]
+	r.mu.Unlock()
+	if b != nil {
+		b.releaseViews()
+	}
 	if err := r.c.Delete(ctx, name); err != nil {
 		return errnoOf(err)
 	}

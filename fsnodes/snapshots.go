@@ -33,6 +33,9 @@ func (d *snapshotsDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.A
 func (d *snapshotsDir) ino(name string) uint64 { return stableIno("snapshot", d.b.id, name) }
 
 func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if e := tooLong(name); e != 0 {
+		return nil, e
+	}
 	info, err := d.b.r.c.Snapshot(ctx, d.b.name, name)
 	if err != nil {
 		noNegative(out)
@@ -64,6 +67,9 @@ func (d *snapshotsDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno
 }
 
 func (d *snapshotsDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if e := tooLong(name); e != 0 {
+		return nil, e
+	}
 	if err := d.b.r.c.TakeSnapshot(ctx, d.b.name, name); err != nil {
 		return nil, errnoOf(err)
 	}
