@@ -73,6 +73,10 @@ func (c *Containerd) freezerOf(ctx context.Context, ctr containerd.Container) *f
 }
 
 // set freezes or thaws and waits until the kernel says it is done.
+//
+// A v1 freezer can stay FREEZING for good when a task was forked (or is
+// in vfork) as the freeze began; like runc, it is then thawed for a moment
+// and frozen again, until it takes or the deadline passes.
 func (f *freezer) set(ctx context.Context, frozen bool) error {
 	file, want, done := "freezer.state", "THAWED", "THAWED"
 	if frozen {
@@ -84,29 +88,43 @@ func (f *freezer) set(ctx context.Context, frozen bool) error {
 			want, done = "1", "frozen 1"
 		}
 	}
-	deadline := time.Now().Add(freezeTimeout)
-	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
-		// v1 needs the write repeated: a task forked while FREEZING can
-		// leave the cgroup there (runc retries the same way).
-		if !f.v2 || wait == 50*time.Microsecond {
-			if err := os.WriteFile(filepath.Join(f.path, file), []byte(want), 0); err != nil {
-				return fmt.Errorf("freezer %s: %w", f.path, err)
-			}
+	write := func(v string) error {
+		if err := os.WriteFile(filepath.Join(f.path, file), []byte(v), 0); err != nil {
+			return fmt.Errorf("freezer %s: %w", f.path, err)
 		}
-		ok, err := f.is(done)
-		if err != nil {
+		return nil
+	}
+	deadline := time.Now().Add(freezeTimeout)
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 && frozen && !f.v2 {
+			// Stuck FREEZING: let go for a moment, then try again.
+			if err := write("THAWED"); err != nil {
+				return err
+			}
+			time.Sleep(time.Duration(min(attempt, 10)) * time.Millisecond)
+		}
+		if err := write(want); err != nil {
 			return err
 		}
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("freezer %s: not %s after %s (a process in uninterruptible sleep?)", f.path, strings.ToLower(want), freezeTimeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
+		// Most freezes take well under a millisecond; give this attempt
+		// about 20 ms before starting over.
+		for wait, waited := 20*time.Microsecond, time.Duration(0); waited < 20*time.Millisecond || f.v2; wait = min(2*wait, 2*time.Millisecond) {
+			ok, err := f.is(done)
+			if err != nil {
+				return err
+			}
+			if ok {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("freezer %s: not %s after %s (a process in uninterruptible sleep?)", f.path, strings.ToLower(want), freezeTimeout)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+			waited += wait
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -49,6 +50,8 @@ func (c *Containerd) Start(ctx context.Context, bot string) (_ TaskInfo, err err
 	} else if !errdefs.IsNotFound(err) {
 		return TaskInfo{}, fmt.Errorf("task of bot %q: %w", bot, err)
 	}
+	c.starting.RLock()
+	defer c.starting.RUnlock()
 	if err := c.releaseNetwork(ctx, ctr); err != nil {
 		return TaskInfo{}, err
 	}
@@ -150,7 +153,12 @@ func (c *Containerd) Stop(ctx context.Context, bot string, grace time.Duration) 
 	task, err := ctr.Task(ctx, nil)
 	switch {
 	case err == nil:
-		es, err := stopTask(ctx, task, grace)
+		es, err := stopTask(ctx, task, grace, func(ctx context.Context) error {
+			if fz := c.freezerOf(ctx, ctr); fz != nil {
+				return fz.set(ctx, false)
+			}
+			return nil
+		})
 		if err != nil {
 			return TaskInfo{}, fmt.Errorf("stop bot %q: %w", bot, err)
 		}
@@ -166,7 +174,9 @@ func (c *Containerd) Stop(ctx context.Context, bot string, grace time.Duration) 
 	return ti, nil
 }
 
-func stopTask(ctx context.Context, task containerd.Task, grace time.Duration) (*containerd.ExitStatus, error) {
+// stopTask ends task: SIGTERM, grace, SIGKILL to all, delete. thaw lets
+// its cgroup go if the delete finds it frozen.
+func stopTask(ctx context.Context, task containerd.Task, grace time.Duration, thaw func(context.Context) error) (*containerd.ExitStatus, error) {
 	st, err := task.Status(ctx)
 	if err != nil {
 		return nil, err
@@ -206,6 +216,15 @@ func stopTask(ctx context.Context, task containerd.Task, grace time.Duration) (*
 		}
 	}
 	es, err := task.Delete(ctx, containerd.WithProcessKill)
+	if err != nil && !errdefs.IsNotFound(err) && strings.Contains(err.Error(), "paused") {
+		// runc's kill --all freezes a v1 cgroup around the signal; a
+		// freeze that races the processes' exit can stay FREEZING, and
+		// runc then calls the dead task paused. Thaw, and once more.
+		if terr := thaw(ctx); terr != nil {
+			return nil, fmt.Errorf("delete task: %w (thaw: %v)", err, terr)
+		}
+		es, err = task.Delete(ctx, containerd.WithProcessKill)
+	}
 	if err != nil && !errdefs.IsNotFound(err) {
 		return nil, fmt.Errorf("delete task: %w", err)
 	}
