@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -22,6 +23,10 @@ type Containerd struct {
 	cfg    Config
 	client *containerd.Client
 	net    *network
+	// starting is held (shared) by a start from its network setup until
+	// its task runs, and exclusively by the leak sweep: a start's fresh
+	// lease is never mistaken for a leak.
+	starting sync.RWMutex
 }
 
 var _ Runtime = (*Containerd)(nil)

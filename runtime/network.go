@@ -279,8 +279,31 @@ func IPAMLeases(n NetworkConfig) (map[string]string, error) {
 // records. It returns what it released.
 func (c *Containerd) ReleaseNetworkLeaks(ctx context.Context) (_ []string, err error) {
 	defer native(&err)
+	return c.networkLeaks(ctx, true)
+}
+
+// NetworkLeaks lists what ReleaseNetworkLeaks would release, changing
+// nothing.
+func (c *Containerd) NetworkLeaks(ctx context.Context) (_ []string, err error) {
+	defer native(&err)
+	return c.networkLeaks(ctx, false)
+}
+
+func (c *Containerd) networkLeaks(ctx context.Context, release bool) ([]string, error) {
+	c.starting.Lock()
+	defer c.starting.Unlock()
 	ctx = c.ns(ctx)
-	var released []string
+	// A running (or paused) task's container is the only rightful holder
+	// of a lease and a pinned netns.
+	live := func(ctr containerd.Container) bool {
+		task, err := ctr.Task(ctx, nil)
+		if err != nil {
+			return false
+		}
+		st, err := task.Status(ctx)
+		return err == nil && (st.Status == containerd.Running || st.Status == containerd.Paused || st.Status == containerd.Pausing)
+	}
+	var leaks []string
 	leases, err := IPAMLeases(c.cfg.Network)
 	if err != nil {
 		return nil, err
@@ -293,23 +316,25 @@ func (c *Containerd) ReleaseNetworkLeaks(ctx context.Context) (_ []string, err e
 		}
 		ctr, lerr := c.client.LoadContainer(ctx, cid)
 		if lerr != nil && !errdefs.IsNotFound(lerr) {
-			return released, lerr
+			return leaks, lerr
 		}
-		if lerr == nil {
-			if task, terr := ctr.Task(ctx, nil); terr == nil {
-				if st, serr := task.Status(ctx); serr == nil && (st.Status == containerd.Running || st.Status == containerd.Paused) {
-					labels, _ := ctr.Labels(ctx)
-					inUse[labels[LabelNetNS]] = true
-					continue
-				}
-			}
-			if rerr := c.releaseNetwork(ctx, ctr); rerr != nil {
-				return released, rerr
-			}
-		} else if terr := c.net.teardown(ctx, cid, ""); terr != nil {
-			return released, terr
+		if lerr == nil && live(ctr) {
+			labels, _ := ctr.Labels(ctx)
+			inUse[labels[LabelNetNS]] = true
+			continue
 		}
-		released = append(released, fmt.Sprintf("lease %s of %s", ip, cid))
+		if release {
+			var rerr error
+			if lerr == nil {
+				rerr = c.releaseNetwork(ctx, ctr)
+			} else {
+				rerr = c.net.teardown(ctx, cid, "")
+			}
+			if rerr != nil {
+				return leaks, rerr
+			}
+		}
+		leaks = append(leaks, fmt.Sprintf("lease %s of %s", ip, cid))
 	}
 	entries, _ := os.ReadDir(c.cfg.NetNSDir)
 	for _, e := range entries {
@@ -317,21 +342,36 @@ func (c *Containerd) ReleaseNetworkLeaks(ctx context.Context) (_ []string, err e
 		if inUse[p] {
 			continue
 		}
-		// A pin still recorded by a container whose task is down is
-		// released with its lease above; anything left is a leftover.
-		if c.netnsRecorded(ctx, p) {
-			continue
+		if release {
+			if _, err := os.Stat(p); err != nil {
+				continue // released with its container's lease above
+			}
+			holders, err := c.client.ContainerService().List(ctx, `labels."`+LabelNetNS+`"==`+strconv.Quote(p))
+			if err != nil {
+				return leaks, err
+			}
+			released := false
+			for _, h := range holders {
+				if ctr, err := c.client.LoadContainer(ctx, h.ID); err == nil {
+					if live(ctr) {
+						released = true // pinned by a live task after all
+						break
+					}
+					if err := c.releaseNetwork(ctx, ctr); err != nil {
+						return leaks, err
+					}
+				}
+			}
+			if released {
+				continue
+			}
+			if _, err := os.Stat(p); err == nil {
+				if err := netns.LoadNetNS(p).Remove(); err != nil {
+					return leaks, fmt.Errorf("remove netns %s: %w", p, err)
+				}
+			}
 		}
-		if err := netns.LoadNetNS(p).Remove(); err != nil {
-			return released, fmt.Errorf("remove netns %s: %w", p, err)
-		}
-		released = append(released, "netns "+e.Name())
+		leaks = append(leaks, "netns "+e.Name())
 	}
-	return released, nil
-}
-
-// netnsRecorded reports whether a running container records nsPath.
-func (c *Containerd) netnsRecorded(ctx context.Context, nsPath string) bool {
-	list, err := c.client.ContainerService().List(ctx, `labels."`+LabelNetNS+`"==`+strconv.Quote(nsPath))
-	return err == nil && len(list) > 0
+	return leaks, nil
 }

@@ -66,6 +66,11 @@ type Runtime interface {
 	// ReleaseNetworkLeaks frees IPAM leases and netns pins no running task
 	// uses, and says what it freed.
 	ReleaseNetworkLeaks(ctx context.Context) ([]string, error)
+	// RemoveLeftovers removes the bot's leftover snapshots (see
+	// SnapshotInfo.Role) and returns their keys.
+	RemoveLeftovers(ctx context.Context, bot string) ([]string, error)
+	// NetworkLeaks lists what ReleaseNetworkLeaks would free.
+	NetworkLeaks(ctx context.Context) ([]string, error)
 
 	// LogPath is the host file receiving the bot's stdout and stderr.
 	LogPath(bot string) string
@@ -157,7 +162,9 @@ type SnapshotInfo struct {
 	Created time.Time
 	Labels  map[string]string
 	// Role: "snapshot" (a named memohfs snapshot), "rootfs" (the container's
-	// active rootfs) or "image" (an image layer the rootfs builds on).
+	// active rootfs), "image" (an image layer the rootfs builds on), "view"
+	// (a read-only view of a snapshot) or "leftover" (the bot's, but none
+	// of these: what a crash mid-snapshot or mid-restore leaves).
 	Role string
 	// Lineage lists parent keys from the nearest to the image base.
 	Lineage []string

@@ -238,6 +238,35 @@ func (c *Containerd) frozen(ctx context.Context, bot string, ctr containerd.Cont
 	return 0, fn()
 }
 
+// RemoveLeftovers removes the bot's snapshots that are neither its rootfs,
+// nor a named snapshot, nor a view of one: what a crash in the middle of a
+// snapshot or a restore leaves. Run it with no operation on the bot in
+// flight. It returns the keys removed.
+func (c *Containerd) RemoveLeftovers(ctx context.Context, bot string) (_ []string, err error) {
+	defer native(&err)
+	list, err := c.Snapshots(ctx, bot)
+	if err != nil {
+		return nil, err
+	}
+	ctx = c.ns(ctx)
+	snapshotter := c.cfg.Snapshotter
+	if _, info, err := c.loadInfo(ctx, bot); err == nil {
+		snapshotter = info.Snapshotter
+	}
+	sn := c.client.SnapshotService(snapshotter)
+	var removed []string
+	for _, s := range list {
+		if s.Role != "leftover" || s.Kind != kindName(snapshots.KindActive) {
+			continue
+		}
+		if err := sn.Remove(ctx, s.Key); err != nil && !errdefs.IsNotFound(err) {
+			return removed, fmt.Errorf("remove leftover snapshot %s: %w", s.Key, err)
+		}
+		removed = append(removed, s.Key)
+	}
+	return removed, nil
+}
+
 // Snapshots lists the bot's named snapshots, its rootfs and the image
 // layers under them, each with its parent chain, oldest first.
 func (c *Containerd) Snapshots(ctx context.Context, bot string) (_ []SnapshotInfo, err error) {
@@ -294,6 +323,16 @@ func (c *Containerd) Snapshots(ctx context.Context, bot string) (_ []SnapshotInf
 			roles[key] = "snapshot"
 		}
 	}
+	// The bot's other snapshots: a half-made snapshot or an old rootfs a
+	// crash left behind.
+	for key, info := range all {
+		if _, ok := roles[key]; !ok && info.Labels[LabelBot] == bot {
+			roles[key] = "leftover"
+			if strings.HasPrefix(key, viewKey(bot, "")) {
+				roles[key] = "view"
+			}
+		}
+	}
 	chains := map[string][]string{}
 	for _, key := range slices.Sorted(maps.Keys(roles)) {
 		chain, err := lineage(key)
@@ -302,7 +341,7 @@ func (c *Containerd) Snapshots(ctx context.Context, bot string) (_ []SnapshotInf
 		}
 		chains[key] = chain
 		for i, p := range chain {
-			if _, ok := roles[p]; !ok && all[p].Labels[LabelBot] != bot {
+			if r, ok := roles[p]; (!ok || r == "leftover") && all[p].Labels[LabelBot] != bot {
 				roles[p] = "image"
 				chains[p] = chain[i+1:]
 			}

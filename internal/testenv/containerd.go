@@ -186,5 +186,28 @@ func sweepNamespace(ctx context.Context, client *containerd.Client, ns string, n
 	if len(errs) == 0 {
 		note("namespace", client.NamespaceService().Delete(ctx, ns))
 	}
+	note("cgroups", removeCgroups(ns))
 	return errors.Join(errs...)
+}
+
+// removeCgroups removes the namespace's parent cgroup (runc, cgroupfs
+// driver, makes /<ns>/<container> and removes only the leaf) from every
+// hierarchy, once it is empty.
+func removeCgroups(ns string) error {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", ns))
+	if d := filepath.Join("/sys/fs/cgroup", ns); dirExists(d) {
+		dirs = append(dirs, d)
+	}
+	var errs []error
+	for _, d := range dirs {
+		if err := syscall.Rmdir(d); err != nil && err != syscall.ENOENT {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func dirExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }

@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -73,8 +74,27 @@ func CI() bool { return os.Getenv("CI") != "" && os.Getenv("CI") != "false" }
 
 // Main sets up the stack, runs the tests, tears the stack down and exits.
 func Main(m *testing.M, needs Needs) {
+	if fuzzing() {
+		// Fuzz targets are pure logic, and every fuzz worker process
+		// runs TestMain: no daemons for them.
+		os.Exit(m.Run())
+	}
 	code := run(m, needs)
 	os.Exit(code)
+}
+
+// fuzzing says whether this test binary runs a fuzz target (the
+// coordinator or a worker), not the tests.
+func fuzzing() bool {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
 }
 
 func run(m *testing.M, needs Needs) (code int) {
