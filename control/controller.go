@@ -56,6 +56,7 @@ type Controller struct {
 	pending  map[string]bool // names being created
 	watchers []func(Change)
 
+	life   context.Context // ends at Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -72,8 +73,15 @@ func New(ctx context.Context, rt runtime.Runtime, st *store.Store, opts Options)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	// Root's only, also when made by an older version: what bots write
+	// (setuid files, device nodes, links to anywhere) must be reachable
+	// only through the mount, never by host users at its host path.
 	for _, d := range []string{"bots", "snapshots", "trash"} {
-		if err := os.MkdirAll(filepath.Join(opts.DataRoot, d), 0o711); err != nil {
+		p := filepath.Join(opts.DataRoot, d)
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return nil, wrap(err, "data root")
+		}
+		if err := os.Chmod(p, 0o700); err != nil {
 			return nil, wrap(err, "data root")
 		}
 	}
@@ -92,7 +100,7 @@ func New(ctx context.Context, rt runtime.Runtime, st *store.Store, opts Options)
 		}
 	}
 	lctx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
+	c.life, c.cancel = lctx, cancel
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -206,8 +214,13 @@ func (c *Controller) Create(ctx context.Context, name string, owner uint32) erro
 		delete(c.pending, name)
 		c.mu.Unlock()
 	}()
+	ctx = context.WithoutCancel(ctx) // runs to its end (see Ctl)
 
+	if err := c.reachable(ctx); err != nil {
+		return err
+	}
 	dataDir := c.DataDir(name)
+	_, existed := os.Lstat(dataDir)
 	if err := makeDataDir(dataDir, owner); err != nil {
 		return wrap(err, "bot "+name+": data dir")
 	}
@@ -217,6 +230,11 @@ func (c *Controller) Create(ctx context.Context, name string, owner uint32) erro
 		Image: image, Snapshotter: snapshotter, DataPath: dataDir,
 	})
 	if err != nil {
+		if existed != nil {
+			// Ours and still empty: nothing is left of the attempt.
+			os.Remove(filepath.Join(dataDir, ".skills"))
+			os.Remove(dataDir)
+		}
 		return wrap(err, "bot "+name+": record")
 	}
 	info, err := c.rt.Create(ctx, runtime.BotSpec{Bot: name, DataDir: dataDir})
@@ -280,9 +298,18 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 		return err
 	}
 	defer b.unlock()
+	// Once begun, an operation runs to its end: an interrupt of the
+	// caller (any signal, even Go's preemption SIGURG, makes the kernel
+	// send FUSE_INTERRUPT) must not cut a CNI plugin or a snapshot off
+	// half way. Only the wait for the lock above is interruptible.
+	ctx = context.WithoutCancel(ctx)
 	switch st := b.getState(); st {
 	case StateRunning, StateStarting, StateStopping, StateSnapshotting, StateRestoring:
 		err := errorf(KindBusy, "rmdir: bot %q is %s: stop it first", name, st)
+		b.setErr(err.Error())
+		return err
+	}
+	if err := c.reachable(ctx); err != nil {
 		b.setErr(err.Error())
 		return err
 	}
@@ -335,6 +362,15 @@ func (c *Controller) moveToTrash(name string) (string, error) {
 	return dst, errors.Join(errs...)
 }
 
+// reachable refuses work up front while Postgres cannot be reached, so
+// a change is not made in the runtime only to find it cannot be recorded.
+func (c *Controller) reachable(ctx context.Context) error {
+	if err := c.st.Ping(ctx); err != nil {
+		return wrap(err, "Postgres cannot be reached, so nothing was done")
+	}
+	return nil
+}
+
 // Ctl runs one ctl write: its verbs in order, stopping at the first
 // error. The bot's err file gets the reason (and is cleared by success).
 func (c *Controller) Ctl(ctx context.Context, name, text string) error {
@@ -351,6 +387,15 @@ func (c *Controller) Ctl(ctx context.Context, name, text string) error {
 		return err
 	}
 	defer b.unlock()
+	// Once begun, an operation runs to its end: an interrupt of the
+	// caller (any signal, even Go's preemption SIGURG, makes the kernel
+	// send FUSE_INTERRUPT) must not cut a CNI plugin or a snapshot off
+	// half way. Only the wait for the lock above is interruptible.
+	ctx = context.WithoutCancel(ctx)
+	if err := c.reachable(ctx); err != nil {
+		b.setErr(err.Error())
+		return err
+	}
 	for _, cmd := range cmds {
 		if err := cmd.v.run(c, ctx, b, cmd.Args); err != nil {
 			err = wrap(err, cmd.String())

@@ -106,8 +106,13 @@ func (c *Controller) stop(ctx context.Context, b *bot, grace time.Duration) erro
 		b.mu.Lock()
 		b.state, b.pid, b.ip, b.exit = StateStopped, 0, "", exit
 		b.gen++
+		gen := b.gen
 		b.mu.Unlock()
-		return wrap(err, "the bot stopped, but that could not be recorded")
+		c.recordLater(b, gen, store.StateChange{
+			State: store.StateStopped, ExitCode: exit, Stopped: true,
+			Event: &store.Event{Type: "stop", Payload: payload},
+		})
+		return wrap(err, "the bot stopped, but that could not be recorded yet (memohfs records it when Postgres answers again)")
 	}
 	b.apply(rec)
 	b.eventsRecorded()
@@ -251,7 +256,11 @@ func (c *Controller) onExit(name string, pid uint32, code int, at time.Time) {
 			Event: &store.Event{Type: "exit", Payload: map[string]any{"pid": pid, "exit": code}},
 		})
 		if err != nil {
-			c.log.Warn("record an exit", "bot", name, "err", err)
+			c.log.Warn("record an exit: retrying until Postgres answers", "bot", name, "err", err)
+			c.recordLater(b, gen, store.StateChange{
+				State: store.StateStopped, ExitCode: &code, Stopped: true,
+				Event: &store.Event{Type: "exit", Payload: map[string]any{"pid": pid, "exit": code}},
+			})
 			return
 		}
 		b.mu.Lock()
@@ -260,6 +269,50 @@ func (c *Controller) onExit(name string, pid uint32, code int, at time.Time) {
 		}
 		b.mu.Unlock()
 		b.eventsRecorded()
+	}()
+}
+
+// recordLater keeps trying to record a change the runtime has made but
+// Postgres did not take (it was unreachable), until it is recorded, a
+// newer change to the bot supersedes it, or the controller closes.
+func (c *Controller) recordLater(b *bot, gen uint64, ch store.StateChange) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for wait := 500 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+			select {
+			case <-c.life.Done():
+				return
+			case <-time.After(wait):
+			}
+			ctx, cancel := context.WithTimeout(c.life, time.Minute)
+			err := b.lock(ctx)
+			if err != nil {
+				cancel()
+				continue
+			}
+			b.mu.Lock()
+			current := b.gen == gen
+			b.mu.Unlock()
+			if !current {
+				b.unlock()
+				cancel()
+				return // a later change was recorded (or will be) instead
+			}
+			rec, err := c.st.SetState(ctx, b.id(), ch)
+			if err == nil {
+				b.mu.Lock()
+				b.load(rec)
+				b.mu.Unlock()
+				b.eventsRecorded()
+				c.log.Info("recorded a change Postgres missed", "bot", b.name, "state", ch.State)
+			}
+			b.unlock()
+			cancel()
+			if err == nil || store.IsNotFound(err) {
+				return
+			}
+		}
 	}()
 }
 

@@ -166,6 +166,23 @@ func (c *Controller) reconcileBot(ctx context.Context, b *bot, rep *Report) erro
 		rep.Corrected = append(rep.Corrected, b.name+" rootfs")
 	}
 
+	// What a crash mid-snapshot or mid-restore left: half-made runtime
+	// snapshots, an old rootfs, a staged copy of data/.
+	removed, err := c.rt.RemoveLeftovers(ctx, b.name)
+	for _, k := range removed {
+		rep.Released = append(rep.Released, "snapshot "+k)
+	}
+	if err != nil {
+		return wrap(err, "remove leftover snapshots")
+	}
+	for _, dir := range stagedRestores(c.DataDir(b.name)) {
+		dst := filepath.Join(c.opts.DataRoot, "trash", filepath.Base(dir))
+		if err := os.Rename(dir, dst); err != nil {
+			return wrap(err, "move a staged restore aside")
+		}
+		rep.Released = append(rep.Released, "staged restore "+filepath.Base(dir)+" (moved to trash)")
+	}
+
 	ti, err := c.rt.Task(ctx, b.name)
 	if err != nil {
 		return wrap(err, "task")
@@ -304,4 +321,11 @@ func (c *Controller) reconcileSnapshots(ctx context.Context, b *bot, rep *Report
 		}
 	}
 	return nil
+}
+
+// stagedRestores lists copies of data/ a restore staged next to it and
+// did not finish with.
+func stagedRestores(dataDir string) []string {
+	dirs, _ := filepath.Glob(dataDir + restoreSuffix + "*")
+	return dirs
 }

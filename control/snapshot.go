@@ -43,6 +43,9 @@ func (s SnapshotInfo) String() string {
 		s.Name, s.Version, v(s.Source), v(s.Parent), s.Created.UTC().Format(time.RFC3339), v(s.RootfsKey))
 }
 
+// restoreSuffix names the copy of data/ a restore stages beside it.
+const restoreSuffix = ".restore-"
+
 // DataXattr says which extended attributes of data/ files memohfs serves
 // and snapshots keep: the user.* namespace and POSIX ACLs. trusted.* and
 // security.* (file capabilities) of bot files stay out of reach.
@@ -129,6 +132,14 @@ func (c *Controller) TakeSnapshot(ctx context.Context, name, snap string) error 
 		return err
 	}
 	defer b.unlock()
+	// Once begun, an operation runs to its end: an interrupt of the
+	// caller (any signal, even Go's preemption SIGURG, makes the kernel
+	// send FUSE_INTERRUPT) must not cut a CNI plugin or a snapshot off
+	// half way. Only the wait for the lock above is interruptible.
+	ctx = context.WithoutCancel(ctx)
+	if err := c.reachable(ctx); err != nil {
+		return err
+	}
 	_, err = c.snapshot(ctx, b, snap, sourceManual)
 	return err
 }
@@ -281,6 +292,11 @@ func (c *Controller) DropSnapshot(ctx context.Context, name, snap string) error 
 		return err
 	}
 	defer b.unlock()
+	// Once begun, an operation runs to its end: an interrupt of the
+	// caller (any signal, even Go's preemption SIGURG, makes the kernel
+	// send FUSE_INTERRUPT) must not cut a CNI plugin or a snapshot off
+	// half way. Only the wait for the lock above is interruptible.
+	ctx = context.WithoutCancel(ctx)
 	rec, err := c.st.GetSnapshot(ctx, b.id(), snap)
 	if err != nil {
 		return wrap(err, "snapshot "+snap)
@@ -330,7 +346,7 @@ func (c *Controller) restore(ctx context.Context, b *bot, snap string) error {
 	}
 	// Copy the snapshot's data while the bot still runs.
 	live := c.DataDir(b.name)
-	staged := live + ".restore-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	staged := live + restoreSuffix + strconv.FormatInt(time.Now().UnixNano(), 36)
 	if _, err := treesync.New(snapshotDataRoot(target.DataPath), staged, treesync.Options{Xattr: DataXattr}).Pass(); err != nil {
 		os.RemoveAll(staged)
 		return wrap(err, "restore: copy the snapshot's data")

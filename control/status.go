@@ -80,3 +80,74 @@ func (b *bot) status() Status {
 		Snapshots: b.rec.Snapshots, Version: b.rec.Version,
 	}
 }
+
+// ParseStatus reads what Status.String wrote (a status file), for tools
+// outside the daemon. Unknown keys are skipped, so newer daemons can add
+// keys.
+func ParseStatus(text string) (Status, error) {
+	var s Status
+	for i, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		k, v, ok := strings.Cut(line, " ")
+		if !ok {
+			return s, errorf(KindInvalid, "status line %d: want `key value`, got %q", i+1, truncate(line, 80))
+		}
+		if v == "-" {
+			v = ""
+		}
+		num := func() (int, error) {
+			if v == "" {
+				return 0, nil
+			}
+			return strconv.Atoi(v)
+		}
+		tm := func() (*time.Time, error) {
+			if v == "" {
+				return nil, nil
+			}
+			t, err := time.Parse(time.RFC3339, v)
+			return &t, err
+		}
+		var err error
+		switch k {
+		case "name":
+			s.Name = v
+		case "id":
+			s.ID = v
+		case "state":
+			s.State = State(v)
+		case "pid":
+			s.Pid, err = num()
+		case "ip":
+			s.IP = v
+		case "image":
+			s.Image = v
+		case "container":
+			s.Container = v
+		case "snapshotter":
+			s.Snapshotter = v
+		case "created":
+			var t *time.Time
+			if t, err = tm(); t != nil {
+				s.Created = *t
+			}
+		case "started":
+			s.Started, err = tm()
+		case "stopped":
+			s.Stopped, err = tm()
+		case "exit":
+			if v != "" {
+				var n int
+				n, err = strconv.Atoi(v)
+				s.Exit = &n
+			}
+		case "snapshots":
+			s.Snapshots, err = num()
+		case "version":
+			s.Version, err = num()
+		}
+		if err != nil {
+			return s, errorf(KindInvalid, "status line %d (%s): %v", i+1, k, err)
+		}
+	}
+	return s, nil
+}

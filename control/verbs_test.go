@@ -95,6 +95,16 @@ func TestStatusString(t *testing.T) {
 	if got := s.String(); got != want {
 		t.Fatalf("status:\n%s\nwant:\n%s", got, want)
 	}
+	// It reads back.
+	started := created.Add(time.Minute)
+	s.State, s.Pid, s.IP, s.Started = StateRunning, 42, "10.0.0.2", &started
+	back, err := ParseStatus(s.String())
+	if err != nil || back.String() != s.String() {
+		t.Fatalf("read back %+v (%v) from\n%s", back, err, s)
+	}
+	if _, err := ParseStatus("name b\nnovalue\n"); KindOf(err) != KindInvalid {
+		t.Fatalf("garbage status: %v", err)
+	}
 }
 
 func TestEventString(t *testing.T) {

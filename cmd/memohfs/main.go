@@ -25,6 +25,7 @@ func newApp() *cli.App {
 			serveCommand(),
 			umountCommand(),
 			doctorCommand(),
+			checkCommand(),
 			versionCommand(),
 			imageCommand(),
 			completionCommand(),

@@ -147,28 +147,38 @@ func up(c *cli.Context, logs *logging) error {
 		log.Info("built the bot image", "name", res.Name, "digest", res.ManifestDigest, "archive", archive)
 	}
 
+	o := upOptions(c, l)
+	o.DatabaseURL = pg.URL("memohfs")
+	o.Runtime.Address = ctrd.Address()
+	o.Runtime.ImageArchive = archive
+
+	fmt.Fprintf(c.App.ErrWriter, "memohfs: serving %s (state in %s). Try:\n"+
+		"  mkdir %[1]s/demo && echo start > %[1]s/demo/ctl && cat %[1]s/demo/status\n", o.Mount, l.State)
+	return serve(ctx, o, logs, func() { logs.reload(c) })
+}
+
+// upOptions is what up serves with, for the layout l: its Postgres and
+// containerd are addressed where up puts them.
+func upOptions(c *cli.Context, l upLayout) serveOptions {
 	o := serveOptions{
 		Mount:          c.String("mount"),
-		DatabaseURL:    pg.URL("memohfs"),
+		DatabaseURL:    embedded.PostgresConfig{SocketDir: filepath.Join(l.Run, "pg")}.URL("memohfs"),
 		DataRoot:       l.path("data"),
 		AllowOther:     c.Bool("allow-other"),
 		StopBotsOnExit: c.Bool("stop-bots-on-exit"),
 		DebugFUSE:      c.Bool("debug-fuse"),
 		Pprof:          c.String("pprof"),
 	}
-	o.Runtime.Address = ctrd.Address()
+	o.Runtime.Address = embedded.ContainerdConfig{Dir: l.path("containerd"), SocketDir: filepath.Join(l.Run, "ctrd")}.Address()
 	o.Runtime.Namespace = "memohfs"
-	o.Runtime.ImageArchive = archive
+	o.Runtime.ImageArchive = l.path("images", "bot.tar")
 	o.Runtime.StateDir = l.path("runtime")
 	o.Runtime.Network.Bridge = c.String("bridge")
 	o.Runtime.Network.Subnet = c.String("subnet")
 	o.Runtime.Network.PluginDirs = splitPath(c.String("cni-bin-dir"))
 	o.Runtime.Network.ConfDir = l.path("cni", "net.d")
 	o.Runtime.Network.IPAMDir = l.path("cni", "ipam")
-
-	fmt.Fprintf(c.App.ErrWriter, "memohfs: serving %s (state in %s). Try:\n"+
-		"  mkdir %[1]s/demo && echo start > %[1]s/demo/ctl && cat %[1]s/demo/status\n", o.Mount, l.State)
-	return serve(ctx, o, logs, func() { logs.reload(c) })
+	return o
 }
 
 func pidOf(s embedded.Stamp) int { pid, _ := s.Pid(); return pid }

@@ -206,8 +206,12 @@ func (p *Postgres) Ping() error {
 }
 
 // URL is a connection string for database db on the cluster's socket.
-func (p *Postgres) URL(db string) string {
-	return fmt.Sprintf("host=%s port=5432 user=postgres dbname=%s sslmode=disable", p.cfg.SocketDir, db)
+func (p *Postgres) URL(db string) string { return p.cfg.URL(db) }
+
+// URL is the connection string for database db of the cluster configured
+// so (whether it runs or not).
+func (c PostgresConfig) URL(db string) string {
+	return fmt.Sprintf("host=%s port=5432 user=postgres dbname=%s sslmode=disable", c.SocketDir, db)
 }
 
 // SocketDir is where the cluster's socket is.

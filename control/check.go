@@ -1,0 +1,227 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/containerd/errdefs"
+	"github.com/memohfs/memohfs/runtime"
+	"github.com/memohfs/memohfs/store"
+)
+
+// CheckReport is what Check found: problems (Postgres, the runtime, the
+// disk and the live state disagree) and orphans (containers labelled as
+// bots with no record: reported by design, never deleted).
+type CheckReport struct {
+	Bots     int
+	Problems []string
+	Orphans  []string
+}
+
+// OK says there was nothing wrong.
+func (r CheckReport) OK() bool { return len(r.Problems) == 0 }
+
+func (r CheckReport) String() string {
+	s := fmt.Sprintf("%d bots, %d problems, %d orphans", r.Bots, len(r.Problems), len(r.Orphans))
+	for _, p := range r.Problems {
+		s += "\n  problem: " + p
+	}
+	for _, o := range r.Orphans {
+		s += "\n  orphan: " + o
+	}
+	return s
+}
+
+// Check compares, changing nothing, what Postgres records with what the
+// runtime and the disk hold and with the live state status shows: every
+// bot record has its container and data dir, its task runs exactly when
+// the record and status say so, every snapshot record has its runtime
+// snapshot and data copy and every snapshot its record, and no address
+// lease or network namespace is held by a task that is not running. Each
+// bot is checked under its operation lock, so operations in flight are
+// waited for, not reported.
+func (c *Controller) Check(ctx context.Context) (CheckReport, error) {
+	ck := checker{rt: c.rt, st: c.st,
+		served: func() []string {
+			c.mu.RLock()
+			defer c.mu.RUnlock()
+			names := make([]string, 0, len(c.bots))
+			for n := range c.bots {
+				names = append(names, n)
+			}
+			return names
+		},
+		live: func(ctx context.Context, name string) (Status, func(), error) {
+			c.mu.RLock()
+			b := c.bots[name]
+			c.mu.RUnlock()
+			if b == nil {
+				return Status{}, nil, errorf(KindNotFound, "not served")
+			}
+			if err := b.lock(ctx); err != nil {
+				return Status{}, nil, err
+			}
+			return b.status(), b.unlock, nil
+		}}
+	return ck.run(ctx)
+}
+
+// CheckFrom is Check for a process other than the one serving the bots
+// (memohfs check): live gives a bot's status as the mount shows it, and
+// served the bots the mount lists. It takes no locks: run it while no
+// operation is in flight.
+func CheckFrom(ctx context.Context, rt runtime.Runtime, st *store.Store, served func() []string,
+	live func(ctx context.Context, name string) (Status, error)) (CheckReport, error) {
+	ck := checker{rt: rt, st: st, served: served,
+		live: func(ctx context.Context, name string) (Status, func(), error) {
+			s, err := live(ctx, name)
+			return s, func() {}, err
+		}}
+	return ck.run(ctx)
+}
+
+type checker struct {
+	rt     runtime.Runtime
+	st     *store.Store
+	served func() []string
+	// live returns the bot's status, and what to call when done with it
+	// (the bot stays still until then).
+	live func(ctx context.Context, name string) (Status, func(), error)
+}
+
+func (ck checker) run(ctx context.Context) (CheckReport, error) {
+	var rep CheckReport
+	problem := func(format string, args ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...)) }
+	recs, err := ck.st.ListBots(ctx)
+	if err != nil {
+		return rep, wrap(err, "check: bot records")
+	}
+	rep.Bots = len(recs)
+	recorded := map[string]bool{}
+	for _, rec := range recs {
+		recorded[rec.Name] = true
+		if err := ck.bot(ctx, rec.Name, problem); err != nil {
+			return rep, err
+		}
+	}
+	for _, name := range ck.served() {
+		if !recorded[name] {
+			problem("bot %s: served, but Postgres has no record", name)
+		}
+	}
+	ctrs, err := ck.rt.Containers(ctx)
+	if err != nil {
+		return rep, wrap(err, "check: containers")
+	}
+	for _, ci := range ctrs {
+		if !recorded[ci.Bot] {
+			rep.Orphans = append(rep.Orphans, ci.ID)
+		}
+	}
+	leaks, err := ck.rt.NetworkLeaks(ctx)
+	if err != nil {
+		return rep, wrap(err, "check: network")
+	}
+	for _, l := range leaks {
+		problem("network: %s is held by no running task", l)
+	}
+	sort.Strings(rep.Problems)
+	sort.Strings(rep.Orphans)
+	return rep, nil
+}
+
+func (ck checker) bot(ctx context.Context, name string, problem func(string, ...any)) error {
+	status, done, err := ck.live(ctx, name)
+	if KindOf(err) == KindNotFound {
+		problem("bot %s: recorded, but not served", name)
+		return nil
+	}
+	if err != nil {
+		return wrap(err, "check: status of "+name)
+	}
+	defer done()
+	// Read again with the bot held still: an operation may have finished.
+	rec, err := ck.st.GetBot(ctx, name)
+	if store.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return wrap(err, "check: bot "+name)
+	}
+	if fi, err := os.Lstat(rec.Container.DataPath); err != nil || !fi.IsDir() {
+		problem("bot %s: data dir %s is missing", name, rec.Container.DataPath)
+	}
+	ci, err := ck.rt.Container(ctx, name)
+	switch {
+	case errdefs.IsNotFound(err):
+		problem("bot %s: recorded, but its container is missing", name)
+	case err != nil:
+		return wrap(err, "check: container of "+name)
+	case rec.Container.RootfsKey != "" && ci.RootfsKey != rec.Container.RootfsKey:
+		problem("bot %s: container runs on rootfs %s, the record says %s", name, ci.RootfsKey, rec.Container.RootfsKey)
+	}
+	ti, err := ck.rt.Task(ctx, name)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return wrap(err, "check: task of "+name)
+	}
+	running := err == nil && (ti.State == runtime.TaskRunning || ti.State == runtime.TaskPaused)
+	live := status.State
+	if running != (rec.Container.State == store.StateRunning) {
+		problem("bot %s: task %s, but Postgres records %s", name, taskWord(running), rec.Container.State)
+	}
+	if running != (live == StateRunning) {
+		problem("bot %s: task %s, but status says %s", name, taskWord(running), live)
+	}
+	if running && ti.Pid != uint32(status.Pid) {
+		problem("bot %s: task pid %d, status says %d", name, ti.Pid, status.Pid)
+	}
+
+	snaps, err := ck.st.ListSnapshots(ctx, rec.ID)
+	if err != nil {
+		return wrap(err, "check: snapshots of "+name)
+	}
+	rsnaps, err := ck.rt.Snapshots(ctx, name)
+	if err != nil {
+		return wrap(err, "check: runtime snapshots of "+name)
+	}
+	inRuntime := map[string]bool{}
+	for _, s := range rsnaps {
+		if s.Role == "snapshot" {
+			inRuntime[s.Name] = true
+		}
+		if s.Role == "leftover" {
+			problem("bot %s: leftover runtime snapshot %s", name, s.Key)
+		}
+	}
+	for _, s := range snaps {
+		if !inRuntime[s.Name] {
+			problem("bot %s: snapshot %s is recorded, but the runtime has no such snapshot", name, s.Name)
+		}
+		delete(inRuntime, s.Name)
+		if s.DataPath != "" {
+			if _, err := os.Stat(filepath.Join(s.DataPath, "manifest")); err != nil {
+				problem("bot %s: snapshot %s: data copy %s is missing or unfinished", name, s.Name, s.DataPath)
+			}
+		}
+	}
+	for n := range inRuntime {
+		problem("bot %s: runtime snapshot %s has no record", name, n)
+	}
+	for _, dir := range stagedRestores(rec.Container.DataPath) {
+		problem("bot %s: a staged restore was left at %s", name, dir)
+	}
+	if len(snaps) != status.Snapshots {
+		problem("bot %s: %d snapshots recorded, status says %d", name, len(snaps), status.Snapshots)
+	}
+	return nil
+}
+
+func taskWord(running bool) string {
+	if running {
+		return "running"
+	}
+	return "not running"
+}
