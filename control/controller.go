@@ -344,17 +344,23 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 }
 
 // moveToTrash moves the bot's data dir and snapshot data to
-// trash/<bot>-<time>/{data,snapshots}.
+// trash/<bot>-<time>/{data,snapshots} (and staged restores beside them).
 func (c *Controller) moveToTrash(name string) (string, error) {
 	dst := filepath.Join(c.opts.DataRoot, "trash", name+"-"+time.Now().UTC().Format("20060102T150405.000000000Z"))
 	if err := os.MkdirAll(dst, 0o700); err != nil {
 		return dst, err
 	}
 	var errs []error
-	for src, to := range map[string]string{
+	moves := map[string]string{
 		c.DataDir(name): filepath.Join(dst, "data"),
 		filepath.Join(c.opts.DataRoot, "snapshots", name): filepath.Join(dst, "snapshots"),
-	} {
+	}
+	// A copy a restore staged and a crash left (reconcile moves those
+	// of a bot that lives on; a bot finished deleting takes them along).
+	for _, dir := range stagedRestores(c.DataDir(name)) {
+		moves[dir] = filepath.Join(dst, filepath.Base(dir))
+	}
+	for src, to := range moves {
 		if err := os.Rename(src, to); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
