@@ -8,7 +8,7 @@ CONTAINERD_VERSION = $(shell $(GO) list -m -f '{{.Version}}' github.com/containe
 export MEMOHFS_CONTAINERD_BIN ?= $(CURDIR)/.cache/containerd/$(CONTAINERD_VERSION)/bin
 TEST_TIMEOUT ?= 15m
 
-.PHONY: deps build test vet run bench clean
+.PHONY: deps build test vet run bench fuzz soak clean
 
 ## deps: Debian packages and the pinned containerd (idempotent; seconds when ready)
 deps:
@@ -29,9 +29,24 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
-## test: everything, integration included (root; CI=true turns a missing dependency into a failure)
+## test: everything, integration included (root; CI=true turns a missing dependency into a failure),
+## each fuzz target for FUZZTIME, then a check that nothing of the tests is left on the machine
+FUZZTIME ?= 10s
 test: deps vet build
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+	@./scripts/check-clean.sh
+
+## fuzz: the ctl parser and the name checks, FUZZTIME each (seed corpus in <pkg>/testdata/fuzz)
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCtl$$' -fuzztime $(FUZZTIME) ./control
+	$(GO) test -run '^$$' -fuzz '^FuzzNames$$' -fuzztime $(FUZZTIME) ./runtime
+
+## soak: the same suites with larger counts (1,000 kill points, 400 writers, ...) and 10 minutes of each fuzz target
+soak: deps vet build
+	MEMOHFS_SOAK=1 $(GO) test -count=1 -timeout 8h ./...
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=10m
+	@./scripts/check-clean.sh
 
 ## run: serve $(MOUNT) on this machine, state in $(STATE_DIR) (^C stops it; bots keep running)
 run: deps build
