@@ -213,6 +213,12 @@ func (s *stack) stop() {
 		os.RemoveAll(run)
 	}
 	exec.Command("ip", "link", "del", "mfsbench0").Run()
+	// The direct runtime's namespace cgroups (containerd makes one per
+	// namespace and leaves it when the last container goes).
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/bench-direct")
+	for _, d := range dirs {
+		syscall.Rmdir(d)
+	}
 }
 
 func mountsUnder(dir string) ([]string, error) {
