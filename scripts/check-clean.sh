@@ -16,6 +16,13 @@ fi
 if pgrep -f "$root/" >/dev/null; then
 	say "processes left: $(pgrep -af "$root/" | head -5)"
 fi
+# A containerd shim or a bot's process runs in its bundle or rootfs under root.
+for p in /proc/[0-9]*; do
+	cwd=$(readlink "$p/cwd" 2>/dev/null) || continue
+	if [[ $cwd == "$root"/* ]]; then
+		say "process ${p#/proc/} left with its working dir in $cwd"
+	fi
+done
 if ip -o link show 2>/dev/null | grep -qE ": mfst[0-9a-f]+[:@]"; then
 	say "bridges left: $(ip -o link show | grep -oE 'mfst[0-9a-f]+' | sort -u | tr '\n' ' ')"
 fi
