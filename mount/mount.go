@@ -115,9 +115,8 @@ func Prepare(dir string) (cleared bool, err error) {
 		typ, _ := fstype(dir)
 		return false, fmt.Errorf("%s is mounted already (%s): unmount it first (memohfs umount %s)", dir, typ, dir)
 	case Stale:
-		abort(dir)
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
-			return false, fmt.Errorf("clear the stale mount on %s: %w", dir, err)
+		if err := clearStale(dir); err != nil {
+			return false, err
 		}
 		cleared = true
 	}
@@ -125,6 +124,26 @@ func Prepare(dir string) (cleared bool, err error) {
 		return cleared, err
 	}
 	return cleared, nil
+}
+
+// ClearStale clears the mount on dir if its server is gone or hangs: the
+// connection is aborted (so whatever waits on it, the dead server's own
+// threads included, gets ECONNABORTED and can go) and the mount detached.
+// A live mount, or none, is left alone. It reports whether it cleared one.
+func ClearStale(dir string) (bool, error) {
+	st, err := Check(dir)
+	if err != nil || st != Stale {
+		return false, err
+	}
+	return true, clearStale(dir)
+}
+
+func clearStale(dir string) error {
+	abort(dir)
+	if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("clear the stale mount on %s: %w", dir, err)
+	}
+	return nil
 }
 
 // abort aborts the FUSE connection of the mount on dir through fusectl,

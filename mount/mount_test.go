@@ -2,6 +2,7 @@ package mount
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,4 +126,68 @@ func TestPrepareClearsStale(t *testing.T) {
 		t.Fatalf("mount again: %q %v", b, err)
 	}
 	Unmount(dir, time.Second)
+}
+
+// hung is a filesystem whose server stops answering: every lookup and
+// statfs waits until release is closed.
+type hung struct {
+	fs.Inode
+	release chan struct{}
+}
+
+func (h *hung) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	<-h.release
+	return nil, syscall.ENOENT
+}
+
+func (h *hung) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	<-h.release
+	return 0
+}
+
+// TestClearStaleHung: a server that hangs (what a kill -9 that wedges the
+// daemon on its own mount looks like from outside) is found stale, and
+// ClearStale aborts its connection: a process stuck on the mount gets
+// ECONNABORTED, and the mount is gone. A live mount is left alone.
+func TestClearStaleHung(t *testing.T) {
+	testenv.Get(t)
+	dir := t.TempDir()
+	server := mountHello(t, dir)
+	if cleared, err := ClearStale(dir); err != nil || cleared {
+		t.Fatalf("ClearStale on a live mount: %v %v", cleared, err)
+	}
+	server.Unmount()
+
+	h := &hung{release: make(chan struct{})}
+	defer close(h.release)
+	server, err := fs.Mount(dir, h, &fs.Options{MountOptions: fuse.MountOptions{DirectMount: true, Name: "mounttest"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck := make(chan error, 1)
+	go func() {
+		_, err := os.Stat(filepath.Join(dir, "x"))
+		stuck <- err
+	}()
+	select {
+	case err := <-stuck:
+		t.Fatalf("the stat did not hang: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	cleared, err := ClearStale(dir)
+	if err != nil || !cleared {
+		t.Fatalf("ClearStale on a hung mount: %v %v", cleared, err)
+	}
+	select {
+	case err := <-stuck:
+		if !errors.Is(err, syscall.ECONNABORTED) && !errors.Is(err, syscall.ENOTCONN) {
+			t.Errorf("the stuck stat ended with %v, want ECONNABORTED", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stuck stat still hangs after the abort")
+	}
+	if st, _ := Check(dir); st != NotMounted {
+		t.Errorf("after ClearStale: %v", st)
+	}
+	go server.Wait()
 }

@@ -21,6 +21,15 @@ func umountCommand() *cli.Command {
 				return fmt.Errorf("usage: memohfs umount DIR")
 			}
 			dir := c.Args().First()
+			// A dead or hung server (kill -9 can leave its process wedged
+			// on its own mount): abort the connection, so nothing stays
+			// stuck on it, and detach.
+			if cleared, err := mount.ClearStale(dir); err != nil {
+				return err
+			} else if cleared {
+				fmt.Fprintf(c.App.Writer, "%s: its server was gone or hung: connection aborted, mount detached\n", dir)
+				return nil
+			}
 			mode, err := mount.Unmount(dir, c.Duration("wait"))
 			if err != nil {
 				return err
