@@ -20,6 +20,7 @@ import (
 // stack is what the bench runs against.
 type stack struct {
 	o        options
+	forward  []byte // ip_forward as the bench found it (the bridge turns it on)
 	dir      string
 	state    string
 	mnt      string // memohfs mount
@@ -45,6 +46,7 @@ func startStack(o options) (*stack, error) {
 	os.RemoveAll(dir)
 	s := &stack{o: o, dir: dir, state: filepath.Join(dir, "state"), mnt: filepath.Join(dir, "mnt"),
 		anchor: filepath.Join(dir, "anchor")}
+	s.forward, _ = os.ReadFile(ipForward)
 	for _, d := range []string{dir, s.mnt, s.anchor} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
@@ -167,6 +169,8 @@ func (s *stack) rss() float64 {
 	return 0
 }
 
+const ipForward = "/proc/sys/net/ipv4/ip_forward"
+
 // stop ends everything the bench started, in order.
 func (s *stack) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -213,6 +217,9 @@ func (s *stack) stop() {
 		os.RemoveAll(run)
 	}
 	exec.Command("ip", "link", "del", "mfsbench0").Run()
+	if len(s.forward) > 0 {
+		os.WriteFile(ipForward, s.forward, 0o644)
+	}
 	// The direct runtime's namespace cgroups (containerd makes one per
 	// namespace and leaves it when the last container goes).
 	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/bench-direct")
