@@ -208,7 +208,21 @@ type ServeOptions struct {
 	Stopping func()
 	// Reload runs on SIGHUP.
 	Reload func()
-	Logger *slog.Logger
+	// Signals, from Trap, when the caller started catching signals
+	// before it mounted; nil: Serve starts catching them itself.
+	Signals <-chan os.Signal
+	Logger  *slog.Logger
+}
+
+// Trap starts catching SIGINT, SIGTERM and SIGHUP now, for Serve (through
+// ServeOptions.Signals). Call it first thing: a signal that comes while
+// the daemon starts (after the mount is up, before Serve runs) is kept
+// and acted on, instead of killing the process with its mount left
+// behind.
+func Trap() <-chan os.Signal {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	return sigs
 }
 
 // Serve serves until SIGINT or SIGTERM (or ctx ends), then unmounts dir
@@ -221,9 +235,13 @@ func Serve(ctx context.Context, server *fuse.Server, dir string, o ServeOptions)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	sigs := o.Signals
+	if sigs == nil {
+		own := make(chan os.Signal, 4)
+		signal.Notify(own, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+		defer signal.Stop(own)
+		sigs = own
+	}
 	served := make(chan struct{})
 	go func() { server.Wait(); close(served) }()
 	for {

@@ -30,6 +30,8 @@ type serveOptions struct {
 	StopBotsOnExit bool
 	DebugFUSE      bool
 	Pprof          string
+	// Signals caught since the command began (mount.Trap).
+	Signals <-chan os.Signal
 }
 
 func serveFlags() []cli.Flag {
@@ -68,6 +70,7 @@ func serveCommand() *cli.Command {
 			"run on their own, and serves /M/<bot> at --mount. Bots keep running when it exits.",
 		Flags: serveFlags(),
 		Action: func(c *cli.Context) error {
+			sigs := mount.Trap()
 			logs, err := newLogging(c, os.Stderr)
 			if err != nil {
 				return err
@@ -76,6 +79,7 @@ func serveCommand() *cli.Command {
 				return errors.New("--database-url (or MEMOHFS_DATABASE_URL) is required")
 			}
 			o := serveOptionsFrom(c)
+			o.Signals = sigs
 			return serve(context.Background(), o, logs, func() { logs.reload(c) })
 		},
 	})
@@ -186,7 +190,7 @@ func serve(ctx context.Context, o serveOptions, logs *logging, reload func()) er
 	}()
 
 	mode, err := mount.Serve(ctx, server, o.Mount, mount.ServeOptions{
-		Stopping: root.Close, Reload: reload, Logger: log,
+		Stopping: root.Close, Reload: reload, Logger: log, Signals: o.Signals,
 	})
 	root.Close()
 	stopReconcile()

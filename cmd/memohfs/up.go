@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/memohfs/memohfs/internal/embedded"
+	"github.com/memohfs/memohfs/mount"
 	"github.com/memohfs/memohfs/runtime/ociimage"
 	"github.com/urfave/cli/v2"
 )
@@ -29,11 +30,12 @@ func upCommand() *cli.Command {
 			"finds the bots, their data and snapshots as they were.",
 		Flags: append(flags, commonFlags()...),
 		Action: func(c *cli.Context) error {
+			sigs := mount.Trap()
 			logs, err := newLogging(c, os.Stderr)
 			if err != nil {
 				return err
 			}
-			return up(c, logs)
+			return up(c, logs, sigs)
 		},
 	})
 }
@@ -87,7 +89,7 @@ func findBin(configured string, names ...string) (string, error) {
 	return "", fmt.Errorf("%v not found next to memohfs or in PATH (make build puts them in bin/)", names)
 }
 
-func up(c *cli.Context, logs *logging) error {
+func up(c *cli.Context, logs *logging, sigs <-chan os.Signal) error {
 	log := logs.logger
 	ctx := context.Background()
 	l, err := newUpLayout(c.String("state-dir"))
@@ -151,6 +153,7 @@ func up(c *cli.Context, logs *logging) error {
 	o.DatabaseURL = pg.URL("memohfs")
 	o.Runtime.Address = ctrd.Address()
 	o.Runtime.ImageArchive = archive
+	o.Signals = sigs
 
 	fmt.Fprintf(c.App.ErrWriter, "memohfs: serving %s (state in %s). Try:\n"+
 		"  mkdir %[1]s/demo && echo start > %[1]s/demo/ctl && cat %[1]s/demo/status\n", o.Mount, l.State)

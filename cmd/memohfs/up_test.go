@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -163,4 +165,49 @@ func runBin(bin string, env []string, args ...string) (string, error) {
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// TestUpSignalWhileStarting: SIGTERM while up is still starting (its
+// Postgres and containerd coming up, the mount not yet served) is kept
+// and acted on once it serves: a clean exit, the mount gone, nothing it
+// started left running. Without catching signals from the start, the
+// default action killed it and left the mount behind.
+func TestUpSignalWhileStarting(t *testing.T) {
+	state, mnt := upInstance(t)
+	env := testenv.Get(t)
+	bin, err := testenv.ContainerdBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, delay := range []time.Duration{100 * time.Millisecond, 400 * time.Millisecond} {
+		var out bytes.Buffer
+		cmd := exec.Command(binary(t), "up", "--mount", mnt, "--state-dir", state, "--containerd-bin", bin,
+			"--bridge", env.Net.Bridge, "--subnet", env.Net.Subnet)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("round %d: SIGTERM %v after start: %v\n%s", i, delay, err, out.String())
+			}
+		case <-time.After(90 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("round %d: up did not exit after SIGTERM:\n%s", i, out.String())
+		}
+		if st, _ := mount.Check(mnt); st != mount.NotMounted {
+			t.Fatalf("round %d: mount left: %v", i, st)
+		}
+		l, _ := newUpLayout(state)
+		for _, dir := range []string{state, l.Run} {
+			if left := testenv.ProcsMentioning(dir); len(left) > 0 {
+				t.Fatalf("round %d: processes left: %v", i, left)
+			}
+		}
+	}
 }
