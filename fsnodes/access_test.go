@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,17 +11,13 @@ import (
 	"testing"
 
 	"github.com/memohfs/memohfs/fsnodes"
+	"github.com/memohfs/memohfs/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
 // asUser runs a shell command as uid (no passwd entry needed).
 func (s *stack) asUser(uid uint32, script string) (string, error) {
-	cmd := exec.Command("/bin/sh", "-c", script)
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "M=" + s.mnt, "HOME=/"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return testenv.AsUser(uid, s.mnt, script)
 }
 
 // TestTwoUsers: with allow_other each user makes, sees and drives only

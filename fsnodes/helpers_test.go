@@ -133,17 +133,8 @@ func (s *stack) status(bot string) map[string]string {
 
 func errnoIs(err error, want syscall.Errno) bool { return errors.Is(err, want) }
 
-// eventually waits for cond, up to d.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// eventually is testenv.Eventually.
+var eventually = testenv.Eventually
 
 // exec runs a command in the bot's container (stdout and stderr kept
 // apart: one buffer for both loses output).

@@ -96,16 +96,8 @@ func TestUp(t *testing.T) {
 	d.stop()
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// eventually is testenv.Eventually.
+var eventually = testenv.Eventually
 
 // TestUpKill9: after kill -9 of memohfs the next start clears the stale
 // mount and serves again; a bot that ran still runs and shows so.

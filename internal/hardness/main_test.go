@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -180,12 +179,7 @@ func (s *stack) check(what string) control.CheckReport {
 
 // asUser runs a shell script as uid (gid = uid), with $M the mount.
 func (s *stack) asUser(uid uint32, script string) (string, error) {
-	cmd := exec.Command("/bin/sh", "-c", script)
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "M=" + s.mnt, "HOME=/"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return testenv.AsUser(uid, s.mnt, script)
 }
 
 // errnoOf digs the errno out of an error from a file operation.
@@ -218,14 +212,5 @@ func must(t *testing.T, err error) {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// waitFor is testenv.Eventually.
+var waitFor = testenv.Eventually

@@ -1,0 +1,32 @@
+package testenv
+
+import (
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Eventually polls cond every 10 ms until it holds, and fails the test
+// with what if d passes first.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// AsUser runs a shell script as uid (gid = uid, no passwd entry needed),
+// with $M set to mnt, and returns its combined output.
+func AsUser(uid uint32, mnt, script string) (string, error) {
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "M=" + mnt, "HOME=/"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
