@@ -26,6 +26,8 @@ type NetInfo struct {
 	PluginDirs []string
 	ConfDir    string
 	IPAMDir    string
+
+	runDir string // the run's dir, whose "net" file says it uses the network
 }
 
 // Config returns the runtime's network configuration for this run.
@@ -36,7 +38,8 @@ func (n NetInfo) Config() runtime.NetworkConfig {
 	}
 }
 
-const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
+// ipForwardPath is a var so a test can point it at a file of its own.
+var ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
 
 // lockRoot serialises work on the shared parts of Root across concurrent
 // test processes: stale cleanup, subnet choice, ip_forward.
@@ -112,7 +115,7 @@ func allocateNet(id, dir string) (NetInfo, error) {
 	}
 	n := NetInfo{
 		Name: "mfst-" + id, Bridge: "mfst" + id, Subnet: subnet, PluginDirs: plugins,
-		ConfDir: filepath.Join(dir, "cni", "net.d"), IPAMDir: filepath.Join(dir, "cni", "ipam"),
+		ConfDir: filepath.Join(dir, "cni", "net.d"), IPAMDir: filepath.Join(dir, "cni", "ipam"), runDir: dir,
 	}
 	if err := os.WriteFile(filepath.Join(dir, "net"), []byte(n.Subnet+" "+n.Bridge+" "+n.Name+"\n"), 0o644); err != nil {
 		return NetInfo{}, err
@@ -146,19 +149,31 @@ func releaseNet(n NetInfo) error {
 		return errors.Join(append(errs, err)...)
 	}
 	defer unlock()
+	// No longer a user of the network: a run finishing at the same time
+	// must not wait for this one (each would wait for the other, and
+	// ip_forward would never be put back).
+	if n.runDir != "" {
+		if err := os.Remove(filepath.Join(n.runDir, "net")); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
+		}
+	}
 	if err := restoreIPForward(os.Getpid()); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-// restoreIPForward writes back the saved ip_forward once no run but self
-// is alive. Call with the root lock held.
+// restoreIPForward writes back the saved ip_forward once no live run but
+// self still uses the network (has its "net" file). Call with the root
+// lock held.
 func restoreIPForward(self int) error {
 	entries, _ := os.ReadDir(Root)
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
+		}
+		if _, err := os.Stat(filepath.Join(Root, e.Name(), "net")); err != nil {
+			continue // not (or no longer) using the network
 		}
 		if pid, ok := embedded.ReadStamp(filepath.Join(Root, e.Name(), "owner")).Pid(); ok && pid != self {
 			return nil // another run still needs the network

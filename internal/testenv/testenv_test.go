@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -150,5 +151,54 @@ func TestDatabaseIsolated(t *testing.T) {
 	a, b := e.Database(t), e.Database(t)
 	if a == b {
 		t.Fatalf("two tests share database %s", a)
+	}
+}
+
+// TestIPForwardTwoRunsEnding: two live runs release their networks one
+// after the other (the first still alive, not yet gone, when the second
+// releases): ip_forward is put back by the second, and the saved value
+// removed. Before, each waited for the other while it was alive, and
+// ip_forward stayed on (seen in CI: ip_forward.orig left behind).
+func TestIPForwardTwoRunsEnding(t *testing.T) {
+	root, fwd := Root, ipForwardPath
+	t.Cleanup(func() { Root, ipForwardPath = root, fwd })
+	Root, ipForwardPath = t.TempDir(), filepath.Join(t.TempDir(), "ip_forward")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(ipForwardPath, []byte("0\n"), 0o644))
+	// Two runs, both alive: this process and a sleeping child.
+	child := exec.Command("sleep", "60")
+	must(child.Start())
+	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	runs := map[int]NetInfo{}
+	for _, pid := range []int{os.Getpid(), child.Process.Pid} {
+		dir := filepath.Join(Root, "run"+strconv.Itoa(pid))
+		must(os.Mkdir(dir, 0o755))
+		must(os.WriteFile(filepath.Join(dir, "owner"), []byte(embedded.StampOf(pid)), 0o644))
+		must(os.WriteFile(filepath.Join(dir, "net"), []byte("x y z\n"), 0o644))
+		runs[pid] = NetInfo{Name: "mfs-iptest-none", runDir: dir}
+	}
+	must(os.WriteFile(filepath.Join(Root, "ip_forward.orig"), []byte("0\n"), 0o644))
+	must(os.WriteFile(ipForwardPath, []byte("1\n"), 0o644)) // the bridge turned it on
+
+	// The child's run releases first (as itself): this run still uses
+	// the network, so ip_forward stays on.
+	must(os.Remove(filepath.Join(runs[child.Process.Pid].runDir, "net")))
+	must(restoreIPForward(child.Process.Pid))
+	if b, _ := os.ReadFile(ipForwardPath); string(b) != "1\n" {
+		t.Fatalf("ip_forward put back while a run still uses the network: %q", b)
+	}
+	// This run releases while the child is still alive: it is the last
+	// user of the network.
+	must(releaseNet(runs[os.Getpid()]))
+	if b, _ := os.ReadFile(ipForwardPath); string(b) != "0\n" {
+		t.Fatalf("ip_forward after the last run released: %q, want 0", b)
+	}
+	if _, err := os.Stat(filepath.Join(Root, "ip_forward.orig")); !os.IsNotExist(err) {
+		t.Fatalf("ip_forward.orig left: %v", err)
 	}
 }
