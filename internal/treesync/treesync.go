@@ -4,23 +4,29 @@
 // one pass while the bot runs, a last pass (only what changed since) while
 // it is frozen.
 //
-// Every source access is relative to an open directory with no-follow
-// semantics: a symlink planted anywhere in the tree, or swapped in during
-// the copy, is copied as a symlink and never followed. The copy never
-// shares an inode with live data; unchanged files may be hard links to a
-// previous copy (which is never written again).
+// The source is walked with directory fds and single names, never path
+// strings: every access is relative to an open directory with no-follow
+// semantics, so a symlink planted anywhere in the tree, or swapped in
+// during the copy, is copied as a symlink and never followed, and a tree
+// deeper than PATH_MAX copies like any other. Only regular files and
+// directories are ever opened for I/O, and only after the kernel confirmed
+// their type on the very inode being opened (an O_PATH fd for files,
+// O_DIRECTORY for directories): a device node, fifo or socket, even one
+// swapped in at a name between two calls, is recreated with mknod or
+// skipped, never opened. A pass holds at most three directory fds per
+// level of depth (source, copy, previous copy) and a few more briefly.
+//
+// The copy never shares an inode with live data; unchanged files may be
+// hard links to a previous copy (which is never written again).
 package treesync
 
 import (
-	"bytes"
-	"encoding/gob"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"path"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,43 +54,6 @@ func sigOf(st *unix.Stat_t) Sig {
 // so its signature proves nothing and it is copied again next time.
 const racySlack = 25 * time.Millisecond
 
-// Manifest maps each regular file of a finished copy (path relative to the
-// root) to the signature its source had. Files whose signature was racy
-// are left out, so the next copy does not trust them.
-type Manifest map[string]Sig
-
-// Save writes the manifest atomically.
-func (m Manifest) Save(path string) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".manifest-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := gob.NewEncoder(f).Encode(m); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
-// LoadManifest reads a manifest written by Save.
-func LoadManifest(path string) (Manifest, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	m := Manifest{}
-	return m, gob.NewDecoder(f).Decode(&m)
-}
-
 // Options says what to copy besides directories, regular files and
 // symlinks.
 type Options struct {
@@ -93,9 +62,10 @@ type Options struct {
 	// of copied (first pass only).
 	PrevRoot string
 	Prev     Manifest
-	// Special copies device nodes, fifos and sockets (an overlay upper
-	// dir's whiteouts are 0/0 character devices). Without it they are
-	// skipped: they are not data.
+	// Special recreates device nodes, fifos and sockets with mknod (an
+	// overlay upper dir's whiteouts are 0/0 character devices); they are
+	// never opened either way. Without it they are skipped: they are not
+	// data.
 	Special bool
 	// Xattr says which extended attributes to copy; none when nil.
 	Xattr func(name string) bool
@@ -104,7 +74,11 @@ type Options struct {
 // Stats says what one pass did.
 type Stats struct {
 	Dirs, Files, Linked, Copied, Symlinks, Special, Skipped, Removed, Unchanged int
-	Bytes                                                                       int64 // bytes copied (not linked)
+	// Raced counts entries found replaced or gone between their stat and
+	// their open (also counted in Skipped): nothing was opened, and the
+	// next pass sees what they became.
+	Raced int
+	Bytes int64 // bytes copied (not linked)
 }
 
 // node is what the copy holds for one source entry: the source's
@@ -124,12 +98,23 @@ type Tree struct {
 	root     *node
 	passes   int
 	start    time.Time // of the running pass
-	inodes   map[uint64]string
-	stats    Stats
+	// inodes maps a source inode with several names to the path (relative
+	// to dst) of its first copy, to link its other names to.
+	inodes  map[uint64]string
+	stats   Stats
+	dstRoot int // the copy's root during a pass
+}
+
+// level is one directory being synced: the source's, the copy's and the
+// previous copy's (-1 when there is none), all open.
+type level struct {
+	src, dst, prev int
 }
 
 // New describes a copy of src at dst; nothing happens until Pass. dst is
-// created by the first pass (it may also exist, empty).
+// created by the first pass (it may also exist, empty). src, dst and
+// PrevRoot are trusted paths (the daemon's own); src's last component is
+// not followed, and nothing under it is.
 func New(src, dst string, o Options) *Tree {
 	return &Tree{src: src, dst: dst, o: o, inodes: map[uint64]string{}}
 }
@@ -140,13 +125,13 @@ func New(src, dst string, o Options) *Tree {
 func (t *Tree) Pass() (Stats, error) {
 	t.stats = Stats{}
 	t.start = time.Now()
-	fd, err := unix.Open(t.src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	src, err := unix.Open(t.src, dirFlags, 0)
 	if err != nil {
 		return t.stats, fmt.Errorf("open %s: %w", t.src, err)
 	}
-	defer unix.Close(fd)
+	defer unix.Close(src)
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := unix.Fstat(src, &st); err != nil {
 		return t.stats, err
 	}
 	if t.root == nil {
@@ -155,12 +140,26 @@ func (t *Tree) Pass() (Stats, error) {
 		}
 		t.root = &node{kids: map[string]*node{}}
 	}
-	changed, err := t.dir(fd, t.dst, "", t.root)
+	dst, err := unix.Open(t.dst, dirFlags, 0)
+	if err != nil {
+		return t.stats, fmt.Errorf("open %s: %w", t.dst, err)
+	}
+	defer unix.Close(dst)
+	t.dstRoot = dst
+	prev := -1
+	if t.passes == 0 && t.o.PrevRoot != "" {
+		// A previous copy that cannot be opened only costs the links.
+		if fd, err := unix.Open(t.o.PrevRoot, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+			prev = fd
+			defer unix.Close(fd)
+		}
+	}
+	changed, err := t.dir(level{src, dst, prev}, "", t.root)
 	if err != nil {
 		return t.stats, err
 	}
 	if changed || !t.clean(t.root, &st) {
-		if err := t.meta(fd, t.dst, &st, unix.S_IFDIR); err != nil {
+		if err := t.meta(src, dst, &st); err != nil {
 			return t.stats, err
 		}
 		t.record(t.root, &st)
@@ -176,7 +175,7 @@ func (t *Tree) Manifest() Manifest {
 	var walk func(rel string, n *node)
 	walk = func(rel string, n *node) {
 		for name, k := range n.kids {
-			p := filepath.Join(rel, name)
+			p := join(rel, name)
 			switch {
 			case k.kind() == unix.S_IFDIR:
 				walk(p, k)
@@ -191,6 +190,13 @@ func (t *Tree) Manifest() Manifest {
 	return m
 }
 
+func join(rel, name string) string {
+	if rel == "" {
+		return name
+	}
+	return rel + "/" + name
+}
+
 // clean: the copy of this entry is known to match st.
 func (t *Tree) clean(n *node, st *unix.Stat_t) bool {
 	return n != nil && !n.racy && n.sig == sigOf(st)
@@ -201,10 +207,10 @@ func (t *Tree) record(n *node, st *unix.Stat_t) {
 	n.racy = st.Ctim.Nano()+int64(racySlack) >= t.start.UnixNano()
 }
 
-// dir syncs the entries of the open source directory dirfd into dstDir;
-// it reports whether it changed anything in dstDir itself.
-func (t *Tree) dir(dirfd int, dstDir, rel string, n *node) (changed bool, err error) {
-	names, err := readNames(dirfd)
+// dir syncs the entries of the open source directory l.src into l.dst; it
+// reports whether it changed anything in l.dst itself.
+func (t *Tree) dir(l level, rel string, n *node) (changed bool, err error) {
+	names, err := readNames(l.src)
 	if err != nil {
 		return false, fmt.Errorf("read dir %q: %w", rel, err)
 	}
@@ -212,7 +218,7 @@ func (t *Tree) dir(dirfd int, dstDir, rel string, n *node) (changed bool, err er
 	seen := make(map[string]bool, len(names))
 	for _, name := range names {
 		seen[name] = true
-		c, err := t.entry(dirfd, dstDir, rel, name, n)
+		c, err := t.entry(l, rel, name, n)
 		if err != nil {
 			return changed, err
 		}
@@ -220,7 +226,7 @@ func (t *Tree) dir(dirfd int, dstDir, rel string, n *node) (changed bool, err er
 	}
 	for name := range n.kids {
 		if !seen[name] {
-			if err := os.RemoveAll(filepath.Join(dstDir, name)); err != nil {
+			if err := removeAllAt(l.dst, name); err != nil {
 				return changed, err
 			}
 			delete(n.kids, name)
@@ -231,14 +237,15 @@ func (t *Tree) dir(dirfd int, dstDir, rel string, n *node) (changed bool, err er
 	return changed, nil
 }
 
-// entry syncs one source entry; it reports whether dstDir changed.
-func (t *Tree) entry(dirfd int, dstDir, rel, name string, parent *node) (bool, error) {
-	childRel := filepath.Join(rel, name)
-	dstPath := filepath.Join(dstDir, name)
+// entry syncs one source entry; it reports whether l.dst changed. The
+// lstat only decides what to try: it opens nothing, and whatever is opened
+// afterwards is checked again on the opened inode.
+func (t *Tree) entry(l level, rel, name string, parent *node) (bool, error) {
+	childRel := join(rel, name)
 	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstatat(l.src, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return t.drop(dstDir, name, parent) // gone meanwhile
+			return t.drop(l.dst, name, parent) // gone meanwhile
 		}
 		return false, fmt.Errorf("stat %q: %w", childRel, err)
 	}
@@ -247,148 +254,178 @@ func (t *Tree) entry(dirfd int, dstDir, rel, name string, parent *node) (bool, e
 	changed := false
 	if old != nil && old.kind() != kind {
 		// Replaced by something of another type: start that entry over.
-		if _, err := t.drop(dstDir, name, parent); err != nil {
+		if _, err := t.drop(l.dst, name, parent); err != nil {
 			return false, err
 		}
 		old, changed = nil, true
 	}
 	switch kind {
 	case unix.S_IFDIR:
-		cfd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-				return changed, nil // replaced meanwhile; the next pass sees what it became
-			}
-			return changed, fmt.Errorf("open dir %q: %w", childRel, err)
-		}
-		defer unix.Close(cfd)
-		if err := unix.Fstat(cfd, &st); err != nil {
-			return changed, err
-		}
-		n := old
-		if n == nil {
-			if err := os.Mkdir(dstPath, 0o700); err != nil {
-				return changed, err
-			}
-			n = &node{kids: map[string]*node{}}
-			parent.kids[name] = n
-			changed = true
-		}
-		inner, err := t.dir(cfd, dstPath, childRel, n)
-		if err != nil {
-			return changed, err
-		}
-		if old == nil || inner || !t.clean(n, &st) {
-			if err := t.meta(cfd, dstPath, &st, unix.S_IFDIR); err != nil {
-				return changed, err
-			}
-			t.record(n, &st)
-		}
-		return changed, nil
+		return t.subdir(l, childRel, name, &st, old, parent, changed)
 	case unix.S_IFREG:
-		t.stats.Files++
-		if st.Nlink > 1 {
-			defer func() { t.inodes[st.Ino] = dstPath }()
-		}
-		if t.clean(old, &st) {
-			t.stats.Unchanged++
-			return changed, nil
-		}
-		if old != nil {
-			// Never write into an existing copy: it may be a hard link
-			// into a previous snapshot. Replace it.
-			if err := unix.Unlink(dstPath); err != nil && !errors.Is(err, unix.ENOENT) {
-				return changed, err
-			}
-			delete(parent.kids, name)
-		}
-		changed = true
-		n := &node{}
-		if t.link(&st, childRel, dstPath) {
-			t.record(n, &st)
-			parent.kids[name] = n
-			t.stats.Linked++
-			return changed, nil
-		}
-		got, bytes, err := t.copyFile(dirfd, name, dstPath, &st)
-		if err != nil {
-			if errors.Is(err, errChanged) {
-				t.stats.Skipped++ // the next pass sees what it became
-				return changed, nil
-			}
-			return changed, fmt.Errorf("copy %q: %w", childRel, err)
-		}
-		t.record(n, &got)
-		parent.kids[name] = n
-		t.stats.Copied++
-		t.stats.Bytes += bytes
-		return changed, nil
+		return t.file(l, childRel, name, &st, old, parent, changed)
 	case unix.S_IFLNK:
-		if t.clean(old, &st) {
-			return changed, nil
-		}
-		target, err := readlinkat(dirfd, name)
-		if err != nil {
-			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL) {
-				return changed, nil
-			}
-			return changed, fmt.Errorf("readlink %q: %w", childRel, err)
-		}
-		if old != nil {
-			if err := unix.Unlink(dstPath); err != nil && !errors.Is(err, unix.ENOENT) {
-				return changed, err
-			}
-		}
-		if err := os.Symlink(target, dstPath); err != nil {
-			return true, err
-		}
-		if err := setOwnerTimes(dstPath, &st); err != nil {
-			return true, err
-		}
-		n := &node{}
-		t.record(n, &st)
-		parent.kids[name] = n
-		t.stats.Symlinks++
-		return true, nil
+		return t.symlink(l, childRel, name, &st, old, parent, changed)
 	default:
-		if !t.o.Special {
-			t.stats.Skipped++
-			return changed, nil
-		}
-		if t.clean(old, &st) {
-			return changed, nil
-		}
-		if old != nil {
-			if err := unix.Unlink(dstPath); err != nil && !errors.Is(err, unix.ENOENT) {
-				return changed, err
-			}
-		}
-		if err := unix.Mknod(dstPath, st.Mode&^07777|0o600, int(st.Rdev)); err != nil {
-			return true, fmt.Errorf("mknod %q: %w", childRel, err)
-		}
-		if err := unix.Lchown(dstPath, int(st.Uid), int(st.Gid)); err != nil {
-			return true, err
-		}
-		if err := unix.Chmod(dstPath, st.Mode&07777); err != nil {
-			return true, err
-		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, dstPath, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return true, err
-		}
-		n := &node{}
-		t.record(n, &st)
-		parent.kids[name] = n
-		t.stats.Special++
-		return true, nil
+		return t.special(l, childRel, name, &st, old, parent, changed)
 	}
 }
 
+func (t *Tree) subdir(l level, rel, name string, st *unix.Stat_t, old, parent *node, changed bool) (bool, error) {
+	src, err := openDir(l.src, name)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			// Replaced meanwhile; the next pass sees what it became.
+			t.stats.Raced++
+			t.stats.Skipped++
+			return changed, nil
+		}
+		return changed, fmt.Errorf("open dir %q: %w", rel, err)
+	}
+	defer unix.Close(src)
+	if err := unix.Fstat(src, st); err != nil {
+		return changed, err
+	}
+	n := old
+	if n == nil {
+		if err := unix.Mkdirat(l.dst, name, 0o700); err != nil {
+			return changed, fmt.Errorf("mkdir %q: %w", rel, err)
+		}
+		n = &node{kids: map[string]*node{}}
+		parent.kids[name] = n
+		changed = true
+	}
+	dst, err := openDir(l.dst, name)
+	if err != nil {
+		return changed, fmt.Errorf("open copy of %q: %w", rel, err)
+	}
+	defer unix.Close(dst)
+	prev := -1
+	if l.prev >= 0 {
+		if fd, err := unix.Openat(l.prev, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+			prev = fd
+			defer unix.Close(fd)
+		}
+	}
+	inner, err := t.dir(level{src, dst, prev}, rel, n)
+	if err != nil {
+		return changed, err
+	}
+	if old == nil || inner || !t.clean(n, st) {
+		if err := t.meta(src, dst, st); err != nil {
+			return changed, err
+		}
+		t.record(n, st)
+	}
+	return changed, nil
+}
+
+func (t *Tree) file(l level, rel, name string, st *unix.Stat_t, old, parent *node, changed bool) (bool, error) {
+	t.stats.Files++
+	if st.Nlink > 1 {
+		defer func() { t.inodes[st.Ino] = rel }()
+	}
+	if t.clean(old, st) {
+		t.stats.Unchanged++
+		return changed, nil
+	}
+	if old != nil {
+		// Never write into an existing copy: it may be a hard link
+		// into a previous snapshot. Replace it.
+		if err := unix.Unlinkat(l.dst, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return changed, err
+		}
+		delete(parent.kids, name)
+	}
+	changed = true
+	n := &node{}
+	if t.link(l, st, rel, name) {
+		t.record(n, st)
+		parent.kids[name] = n
+		t.stats.Linked++
+		return changed, nil
+	}
+	got, bytes, err := t.copyFile(l, name, st)
+	if err != nil {
+		if errors.Is(err, errChanged) {
+			t.stats.Raced++
+			t.stats.Skipped++ // the next pass sees what it became
+			return changed, nil
+		}
+		return changed, fmt.Errorf("copy %q: %w", rel, err)
+	}
+	t.record(n, &got)
+	parent.kids[name] = n
+	t.stats.Copied++
+	t.stats.Bytes += bytes
+	return changed, nil
+}
+
+func (t *Tree) symlink(l level, rel, name string, st *unix.Stat_t, old, parent *node, changed bool) (bool, error) {
+	if t.clean(old, st) {
+		return changed, nil
+	}
+	target, err := readlinkat(l.src, name)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL) {
+			t.stats.Raced++
+			t.stats.Skipped++
+			return changed, nil
+		}
+		return changed, fmt.Errorf("readlink %q: %w", rel, err)
+	}
+	if old != nil {
+		if err := unix.Unlinkat(l.dst, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return changed, err
+		}
+	}
+	if err := unix.Symlinkat(target, l.dst, name); err != nil {
+		return true, fmt.Errorf("symlink %q: %w", rel, err)
+	}
+	if err := metaAt(l.dst, name, st); err != nil {
+		return true, err
+	}
+	n := &node{}
+	t.record(n, st)
+	parent.kids[name] = n
+	t.stats.Symlinks++
+	return true, nil
+}
+
+// special recreates a device node, fifo or socket from its lstat alone:
+// it is never opened, so no driver sees an open and no fifo blocks us.
+func (t *Tree) special(l level, rel, name string, st *unix.Stat_t, old, parent *node, changed bool) (bool, error) {
+	if !t.o.Special {
+		t.stats.Skipped++
+		return changed, nil
+	}
+	if t.clean(old, st) {
+		return changed, nil
+	}
+	if old != nil {
+		if err := unix.Unlinkat(l.dst, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return changed, err
+		}
+	}
+	if err := unix.Mknodat(l.dst, name, st.Mode&^07777|0o600, int(st.Rdev)); err != nil {
+		return true, fmt.Errorf("mknod %q: %w", rel, err)
+	}
+	if err := metaAt(l.dst, name, st); err != nil {
+		return true, err
+	}
+	n := &node{}
+	t.record(n, st)
+	parent.kids[name] = n
+	t.stats.Special++
+	return true, nil
+}
+
 // drop removes the copy of an entry that is gone from the source.
-func (t *Tree) drop(dstDir, name string, parent *node) (bool, error) {
+func (t *Tree) drop(dstdir int, name string, parent *node) (bool, error) {
 	if _, ok := parent.kids[name]; !ok {
 		return false, nil
 	}
-	if err := os.RemoveAll(filepath.Join(dstDir, name)); err != nil {
+	if err := removeAllAt(dstdir, name); err != nil {
 		return false, err
 	}
 	delete(parent.kids, name)
@@ -396,24 +433,32 @@ func (t *Tree) drop(dstDir, name string, parent *node) (bool, error) {
 	return true, nil
 }
 
-// link hard-links dstPath to an existing copy of the same content: a
+// link hard-links name in l.dst to an existing copy of the same content: a
 // previous copy's (first pass, unchanged signature) or, for a source file
 // with several names, the copy of its first name in this copy.
-func (t *Tree) link(st *unix.Stat_t, rel, dstPath string) bool {
+func (t *Tree) link(l level, st *unix.Stat_t, rel, name string) bool {
 	if st.Nlink > 1 {
 		if first, ok := t.inodes[st.Ino]; ok {
-			var fst unix.Stat_t
-			// Only if that copy is still of this inode's current state.
-			if unix.Lstat(first, &fst) == nil && fst.Size == st.Size && fst.Mtim == st.Mtim {
-				if os.Link(first, dstPath) == nil {
-					return true
+			dir, base := path.Split(first)
+			err := withDirBeneath(t.dstRoot, path.Clean("/" + dir)[1:], func(fd int) error {
+				// Only if that copy is still of this inode's current state.
+				var fst unix.Stat_t
+				if err := unix.Fstatat(fd, base, &fst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+					return err
 				}
+				if fst.Mode&unix.S_IFMT != unix.S_IFREG || fst.Size != st.Size || fst.Mtim != st.Mtim {
+					return errChanged
+				}
+				return unix.Linkat(fd, base, l.dst, name, 0)
+			})
+			if err == nil {
+				return true
 			}
 		}
 	}
-	if t.passes == 0 && t.o.PrevRoot != "" {
+	if l.prev >= 0 {
 		if old, ok := t.o.Prev[rel]; ok && old == sigOf(st) {
-			return os.Link(filepath.Join(t.o.PrevRoot, rel), dstPath) == nil
+			return unix.Linkat(l.prev, name, l.dst, name, 0) == nil
 		}
 	}
 	return false
@@ -421,196 +466,28 @@ func (t *Tree) link(st *unix.Stat_t, rel, dstPath string) bool {
 
 var errChanged = errors.New("replaced while copying")
 
-// copyFile copies the regular file name (relative to dirfd, not followed)
-// to dst, with the source's owner, xattrs, mode and times; it returns the
-// source's state as of before the copy.
-func (t *Tree) copyFile(dirfd int, name, dst string, st *unix.Stat_t) (unix.Stat_t, int64, error) {
-	// O_NONBLOCK: a fifo swapped in since the stat must not block us;
-	// the fstat below then refuses it.
-	var now unix.Stat_t
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+// copyFile copies the regular file name in l.src to l.dst, with the
+// source's owner, xattrs, mode and times; it returns the source's state as
+// of before the copy. It opens the source only if it still is the regular
+// file st describes (openRegular); else errChanged.
+func (t *Tree) copyFile(l level, name string, st *unix.Stat_t) (unix.Stat_t, int64, error) {
+	fd, now, err := openRegular(l.src, name, st)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
-			return now, 0, errChanged
-		}
 		return now, 0, err
 	}
 	src := os.NewFile(uintptr(fd), name)
 	defer src.Close()
-	if err := unix.Fstat(fd, &now); err != nil {
-		return now, 0, err
-	}
-	if now.Mode&unix.S_IFMT != unix.S_IFREG || now.Ino != st.Ino || now.Dev != st.Dev {
-		return now, 0, errChanged
-	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		return now, 0, err
-	}
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	ofd, err := unix.Openat(l.dst, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return now, 0, err
 	}
+	out := os.NewFile(uintptr(ofd), name)
 	n, err := io.Copy(out, src) // copy_file_range where the kernel can
 	if err == nil {
-		err = t.meta(fd, "", &now, unix.S_IFREG, int(out.Fd()))
+		err = t.meta(fd, ofd, &now)
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
 	return now, n, err
-}
-
-// meta gives the copy (open as dstfd, or at path dst) the owner, xattrs,
-// mode and times of the source (open as srcfd, state st). Owner first:
-// chown clears setuid bits and file capabilities.
-func (t *Tree) meta(srcfd int, dst string, st *unix.Stat_t, kind uint32, dstfd ...int) error {
-	fd := -1
-	if len(dstfd) > 0 {
-		fd = dstfd[0]
-	} else {
-		var err error
-		fd, err = unix.Open(dst, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_DIRECTORY, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-	}
-	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
-		return err
-	}
-	if t.o.Xattr != nil {
-		if err := copyXattrs(srcfd, fd, t.o.Xattr); err != nil {
-			return err
-		}
-	}
-	if err := unix.Fchmod(fd, st.Mode&07777); err != nil {
-		return err
-	}
-	return futimens(fd, st.Atim, st.Mtim)
-}
-
-// futimens sets an open file's times to the nanosecond.
-func futimens(fd int, atime, mtime unix.Timespec) error {
-	ts := [2]unix.Timespec{atime, mtime}
-	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
-	if e != 0 {
-		return e
-	}
-	return nil
-}
-
-// setOwnerTimes gives a symlink (ours) the owner and times of st.
-func setOwnerTimes(path string, st *unix.Stat_t) error {
-	if err := unix.Lchown(path, int(st.Uid), int(st.Gid)); err != nil {
-		return err
-	}
-	return unix.UtimesNanoAt(unix.AT_FDCWD, path, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
-}
-
-// copyXattrs makes the extended attributes of dstfd that want accepts
-// equal to srcfd's.
-func copyXattrs(srcfd, dstfd int, want func(string) bool) error {
-	have, err := listXattrs(srcfd)
-	if err != nil {
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil
-		}
-		return err
-	}
-	keep := map[string]bool{}
-	for _, name := range have {
-		if !want(name) {
-			continue
-		}
-		val, err := getXattr(srcfd, name)
-		if errors.Is(err, unix.ENODATA) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("xattr %s: %w", name, err)
-		}
-		if err := unix.Fsetxattr(dstfd, name, val, 0); err != nil {
-			return fmt.Errorf("set xattr %s: %w", name, err)
-		}
-		keep[name] = true
-	}
-	old, err := listXattrs(dstfd)
-	if err != nil {
-		return err
-	}
-	for _, name := range old {
-		if want(name) && !keep[name] {
-			if err := unix.Fremovexattr(dstfd, name); err != nil && !errors.Is(err, unix.ENODATA) {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func listXattrs(fd int) ([]string, error) {
-	buf := make([]byte, 1024)
-	for {
-		n, err := unix.Flistxattr(fd, buf)
-		if errors.Is(err, unix.ERANGE) {
-			buf = make([]byte, 2*len(buf))
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for _, b := range bytes.Split(buf[:n], []byte{0}) {
-			if len(b) > 0 {
-				names = append(names, string(b))
-			}
-		}
-		return names, nil
-	}
-}
-
-func getXattr(fd int, name string) ([]byte, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Fgetxattr(fd, name, buf)
-		if errors.Is(err, unix.ERANGE) {
-			sz, err := unix.Fgetxattr(fd, name, nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz+1)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
-}
-
-// readNames lists an open directory (through a dup: os.File owns its fd).
-func readNames(dirfd int) ([]string, error) {
-	dup, err := unix.Dup(dirfd)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(dup), "dir")
-	defer f.Close()
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	return f.Readdirnames(-1)
-}
-
-func readlinkat(dirfd int, name string) (string, error) {
-	for size := 256; ; size *= 2 {
-		buf := make([]byte, size)
-		n, err := unix.Readlinkat(dirfd, name, buf)
-		if err != nil {
-			return "", err
-		}
-		if n < size {
-			return string(buf[:n]), nil
-		}
-	}
 }
