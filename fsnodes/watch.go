@@ -9,11 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 	"unsafe"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
 )
 
@@ -354,93 +352,6 @@ func (w *watcher) tell(name string, o op) {
 		return
 	}
 	tell(change{Rel: rel, Op: o})
-}
-
-// invalidate brings the kernel's cache of a path in t (changed behind
-// the mount) up to date, touching only what the kernel knows:
-//
-//   - the host entry is as memohfs itself left it: nothing (our own change);
-//   - gone on the host, or replaced by another file: the entry is deleted
-//     (NOTIFY_DELETE, which leaves a process whose working dir it was in a
-//     deleted dir, as on a disk);
-//   - the same file, changed: its attributes and pages are dropped, the
-//     entry stays (invalidating the entry of a directory someone has as
-//     working dir would cut them off: getcwd fails);
-//   - new, never seen: a negative entry is dropped;
-//
-// and a directory whose entries changed has its cached listing dropped.
-func (t *tree) invalidate(ch change) {
-	if ch.Overflow {
-		invalidateAll(t)
-		return
-	}
-	rel := ch.Rel
-	if t.root == nil || rel == "" || rel == "." {
-		return
-	}
-	parts := strings.Split(filepath.ToSlash(rel), "/")
-	dir := t.root
-	for _, p := range parts[:len(parts)-1] {
-		dir = dir.GetChild(p)
-		if dir == nil {
-			return // the kernel knows nothing below here
-		}
-	}
-	name := parts[len(parts)-1]
-	full := t.relOf(dir, name)
-	// A change memohfs is making there right now is judged when it is done.
-	t.settled(full, time.Second)
-	child := dir.GetChild(name)
-	var x unix.Statx_t
-	exists := t.withBase(ctxBackground(), func(base int) syscall.Errno {
-		fd, err := openRel(base, t.rel(dir), unix.O_PATH|unix.O_DIRECTORY, 0)
-		if err != nil {
-			return gofs.ToErrno(err)
-		}
-		defer unix.Close(fd)
-		return gofs.ToErrno(statx(fd, name, &x))
-	}) == 0
-	if exists && t.isOwn(full, &x) || !exists && t.isOwn(full, nil) {
-		return
-	}
-	switch {
-	case child == nil:
-		dir.NotifyEntry(name)
-	case !exists || child.StableAttr() != t.stable(&x):
-		dir.NotifyDelete(name, child)
-	default:
-		child.NotifyContent(0, 0)
-	}
-	if ch.Op.has(opCreate | opRemove | opRename) {
-		dir.NotifyContent(0, 0) // its cached listing
-	}
-}
-
-// invalidateAll forgets every entry the kernel knows under t's root.
-func invalidateAll(t *tree) {
-	if t.root == nil {
-		return
-	}
-	var walk func(n *gofs.Inode)
-	walk = func(n *gofs.Inode) {
-		for name, ch := range n.Children() {
-			walk(ch)
-			ch.NotifyContent(0, 0)
-			n.NotifyEntry(name)
-		}
-	}
-	walk(t.root)
-	t.root.NotifyContent(0, 0)
-	t.forgetOwn()
-}
-
-// cutPrefixDir reports whether rel is at or below dir, and the rest.
-func cutPrefixDir(rel, dir string) (string, bool) {
-	if rel == dir {
-		return ".", true
-	}
-	rest, ok := strings.CutPrefix(rel, dir+string(os.PathSeparator))
-	return rest, ok
 }
 
 // mkdirBeneath makes name directly in the dir fd base.
