@@ -149,9 +149,12 @@ func (c *Containerd) reattachRootfs(ctx context.Context, spec BotSpec) (string, 
 }
 
 func (c *Containerd) specOpts(img containerd.Image, spec BotSpec) []oci.SpecOpts {
+	// nodev: a device node the bot makes in /data (it has CAP_MKNOD)
+	// cannot be opened in the bot; nosuid: a setuid file there gains no
+	// privilege in it. (The FUSE mount of data/ is nosuid,nodev too.)
 	mounts := []specs.Mount{{
 		Type: "bind", Source: spec.DataDir, Destination: "/data",
-		Options: []string{"rbind", "rw"},
+		Options: []string{"rbind", "rw", "nosuid", "nodev"},
 	}}
 	for _, m := range []struct{ src, dst string }{
 		{c.cfg.ResolvConf, "/etc/resolv.conf"},
