@@ -39,12 +39,18 @@ func (r CheckReport) String() string {
 // runtime and the disk hold and with the live state status shows: every
 // bot record has its container and data dir, its task runs exactly when
 // the record and status say so, every snapshot record has its runtime
-// snapshot and data copy and every snapshot its record, and no address
-// lease or network namespace is held by a task that is not running. Each
-// bot is checked under its operation lock, so operations in flight are
-// waited for, not reported.
+// snapshot and data copy and every snapshot its record, no delete is left
+// half done, the data root's bots/ and snapshots/ hold nothing for a name
+// without a record, and no address lease or network namespace is held by
+// a task that is not running. Each bot is checked under its operation
+// lock, so operations in flight are waited for, not reported.
 func (c *Controller) Check(ctx context.Context) (CheckReport, error) {
-	ck := checker{rt: c.rt, st: c.st,
+	ck := checker{rt: c.rt, st: c.st, dataRoot: c.opts.DataRoot,
+		busy: func(name string) bool {
+			c.mu.RLock()
+			defer c.mu.RUnlock()
+			return c.pending[name]
+		},
 		served: func() []string {
 			c.mu.RLock()
 			defer c.mu.RUnlock()
@@ -70,12 +76,12 @@ func (c *Controller) Check(ctx context.Context) (CheckReport, error) {
 }
 
 // CheckFrom is Check for a process other than the one serving the bots
-// (memohfs check): live gives a bot's status as the mount shows it, and
-// served the bots the mount lists. It takes no locks: run it while no
-// operation is in flight.
-func CheckFrom(ctx context.Context, rt runtime.Runtime, st *store.Store, served func() []string,
+// (memohfs check): dataRoot is the serving process's data root, live gives
+// a bot's status as the mount shows it, and served the bots the mount
+// lists. It takes no locks: run it while no operation is in flight.
+func CheckFrom(ctx context.Context, rt runtime.Runtime, st *store.Store, dataRoot string, served func() []string,
 	live func(ctx context.Context, name string) (Status, error)) (CheckReport, error) {
-	ck := checker{rt: rt, st: st, served: served,
+	ck := checker{rt: rt, st: st, dataRoot: dataRoot, served: served,
 		live: func(ctx context.Context, name string) (Status, func(), error) {
 			s, err := live(ctx, name)
 			return s, func() {}, err
@@ -84,9 +90,11 @@ func CheckFrom(ctx context.Context, rt runtime.Runtime, st *store.Store, served 
 }
 
 type checker struct {
-	rt     runtime.Runtime
-	st     *store.Store
-	served func() []string
+	rt       runtime.Runtime
+	st       *store.Store
+	dataRoot string
+	busy     func(name string) bool // being created (nil: nothing is)
+	served   func() []string
 	// live returns the bot's status, and what to call when done with it
 	// (the bot stays still until then).
 	live func(ctx context.Context, name string) (Status, func(), error)
@@ -112,6 +120,14 @@ func (ck checker) run(ctx context.Context) (CheckReport, error) {
 			problem("bot %s: served, but Postgres has no record", name)
 		}
 	}
+	stray, err := unrecorded(ctx, ck.st, ck.dataRoot, recorded, ck.busy)
+	if err != nil {
+		return rep, wrap(err, "check: data root")
+	}
+	for _, e := range stray {
+		problem("data root: %s has no bot record (a crash cut a delete or create short; reconcile moves it to the trash)",
+			filepath.Join(ck.dataRoot, e.Rel))
+	}
 	ctrs, err := ck.rt.Containers(ctx)
 	if err != nil {
 		return rep, wrap(err, "check: containers")
@@ -136,7 +152,13 @@ func (ck checker) run(ctx context.Context) (CheckReport, error) {
 func (ck checker) bot(ctx context.Context, name string, problem func(string, ...any)) error {
 	status, done, err := ck.live(ctx, name)
 	if KindOf(err) == KindNotFound {
-		problem("bot %s: recorded, but not served", name)
+		if begun, err := ck.deleteBegun(ctx, name); err != nil {
+			return err
+		} else if begun {
+			problem("bot %s: a delete was cut short after its data went to the trash (reconcile drops the record)", name)
+		} else {
+			problem("bot %s: recorded, but not served", name)
+		}
 		return nil
 	}
 	if err != nil {
@@ -150,6 +172,12 @@ func (ck checker) bot(ctx context.Context, name string, problem func(string, ...
 	}
 	if err != nil {
 		return wrap(err, "check: bot "+name)
+	}
+	if last, err := ck.st.LastEvent(ctx, rec.ID); err == nil && last.Type == "delete" {
+		problem("bot %s: a delete was begun and not finished (reconcile finishes it)", name)
+		return nil
+	} else if err != nil && !store.IsNotFound(err) {
+		return wrap(err, "check: events of "+name)
 	}
 	if fi, err := os.Lstat(rec.Container.DataPath); err != nil || !fi.IsDir() {
 		problem("bot %s: data dir %s is missing", name, rec.Container.DataPath)
@@ -217,6 +245,26 @@ func (ck checker) bot(ctx context.Context, name string, problem func(string, ...
 		problem("bot %s: %d snapshots recorded, status says %d", name, len(snaps), status.Snapshots)
 	}
 	return nil
+}
+
+// deleteBegun says whether name has a record whose last event is the
+// delete intent.
+func (ck checker) deleteBegun(ctx context.Context, name string) (bool, error) {
+	rec, err := ck.st.GetBot(ctx, name)
+	if store.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, wrap(err, "check: bot "+name)
+	}
+	last, err := ck.st.LastEvent(ctx, rec.ID)
+	if store.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, wrap(err, "check: events of "+name)
+	}
+	return last.Type == "delete", nil
 }
 
 func taskWord(running bool) string {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,11 @@ type Options struct {
 	StopGrace time.Duration
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
+
+	// crashAfter, for tests only, makes Delete stop dead after the named
+	// step ("intent", "runtime", "trash", "record"), leaving memory and
+	// disk as a process killed there would.
+	crashAfter func(step string) bool
 }
 
 // ChangeKind says what changed, for the filesystem's caches.
@@ -51,10 +57,15 @@ type Controller struct {
 	opts Options
 	log  *slog.Logger
 
-	mu       sync.RWMutex
-	bots     map[string]*bot
-	pending  map[string]bool // names being created
-	watchers []func(Change)
+	mu      sync.RWMutex
+	bots    map[string]*bot
+	pending map[string]bool // names being created, or their leftovers moved to the trash
+	// Bots whose data is in the trash and whose record is not yet
+	// dropped (name -> record id): no longer served, and their names stay
+	// taken until the record is gone.
+	deleting  map[string]string
+	finishing sync.Mutex // one finishDelete at a time
+	watchers  []func(Change)
 
 	life   context.Context // ends at Close
 	cancel context.CancelFunc
@@ -85,12 +96,23 @@ func New(ctx context.Context, rt runtime.Runtime, st *store.Store, opts Options)
 			return nil, wrap(err, "data root")
 		}
 	}
-	c := &Controller{rt: rt, st: st, opts: opts, log: opts.Logger, bots: map[string]*bot{}, pending: map[string]bool{}}
+	c := &Controller{rt: rt, st: st, opts: opts, log: opts.Logger, bots: map[string]*bot{},
+		pending: map[string]bool{}, deleting: map[string]string{}}
 	recs, err := st.ListBots(ctx)
 	if err != nil {
 		return nil, wrap(err, "load bots")
 	}
 	for _, rec := range recs {
+		trashed, err := c.dataTrashed(ctx, rec)
+		if err != nil {
+			return nil, wrap(err, "load bot "+rec.Name)
+		}
+		if trashed {
+			// A delete a crash cut off after the data went: not served,
+			// the name kept taken; Reconcile drops the record.
+			c.deleting[rec.Name] = rec.ID
+			continue
+		}
 		b := newBot(rec)
 		c.bots[rec.Name] = b
 		// Live pid and address of what runs; what does not run although
@@ -203,7 +225,7 @@ func (c *Controller) Create(ctx context.Context, name string, owner uint32) erro
 		return errorf(KindInvalid, "bot name %q: want 1 to 63 of a-z 0-9 _ -, starting with a letter or digit", truncate(name, 80))
 	}
 	c.mu.Lock()
-	if c.bots[name] != nil || c.pending[name] {
+	if c.bots[name] != nil || c.pending[name] || c.deleting[name] != "" {
 		c.mu.Unlock()
 		return errorf(KindExists, "bot %q exists", name)
 	}
@@ -220,7 +242,17 @@ func (c *Controller) Create(ctx context.Context, name string, owner uint32) erro
 		return err
 	}
 	dataDir := c.DataDir(name)
-	_, existed := os.Lstat(dataDir)
+	// No record holds this name, so whatever bots/NAME or snapshots/NAME
+	// hold is a bot's a crash left (or an earlier create's): never hand it
+	// over, move it to the trash and start empty.
+	trash, moved, err := c.moveToTrash(name)
+	if err != nil {
+		return wrap(err, "bot "+name+": move what a bot of this name left to "+trash)
+	}
+	if len(moved) > 0 {
+		c.log.Warn("a bot of this name left data without a record: moved to the trash before making it afresh",
+			"bot", name, "moved", moved, "trash", trash)
+	}
 	if err := makeDataDir(dataDir, owner); err != nil {
 		return wrap(err, "bot "+name+": data dir")
 	}
@@ -230,11 +262,7 @@ func (c *Controller) Create(ctx context.Context, name string, owner uint32) erro
 		Image: image, Snapshotter: snapshotter, DataPath: dataDir,
 	})
 	if err != nil {
-		if existed != nil {
-			// Ours and still empty: nothing is left of the attempt.
-			os.Remove(filepath.Join(dataDir, ".skills"))
-			os.Remove(dataDir)
-		}
+		removeFreshDataDir(dataDir)
 		return wrap(err, "bot "+name+": record")
 	}
 	info, err := c.rt.Create(ctx, runtime.BotSpec{Bot: name, DataDir: dataDir})
@@ -252,6 +280,8 @@ func (c *Controller) Create(ctx context.Context, name string, owner uint32) erro
 	if err != nil {
 		if derr := c.st.DeleteBot(context.WithoutCancel(ctx), rec.ID); derr != nil {
 			c.log.Warn("undo bot record after a failed create", "bot", name, "err", derr)
+		} else {
+			removeFreshDataDir(dataDir)
 		}
 		return wrap(err, "bot "+name+": container")
 	}
@@ -265,18 +295,10 @@ func (c *Controller) Create(ctx context.Context, name string, owner uint32) erro
 }
 
 // makeDataDir creates the bot's data dir and its .skills, owned by owner.
-// A dir that exists (a create that failed half way) is kept as it is.
+// Both must be new: a dir that exists is refused, never adopted.
 func makeDataDir(dir string, owner uint32) error {
 	for _, d := range []string{dir, filepath.Join(dir, ".skills")} {
-		err := os.Mkdir(d, 0o755)
-		if errors.Is(err, os.ErrExist) {
-			fi, lerr := os.Lstat(d)
-			if lerr != nil || !fi.IsDir() {
-				return fmt.Errorf("%s exists and is not a directory", d)
-			}
-			continue
-		}
-		if err != nil {
+		if err := os.Mkdir(d, 0o755); err != nil {
 			return err
 		}
 		if err := os.Lchown(d, int(owner), -1); err != nil {
@@ -286,9 +308,19 @@ func makeDataDir(dir string, owner uint32) error {
 	return nil
 }
 
+// removeFreshDataDir undoes makeDataDir after a create failed: nobody was
+// served the dir, so it is empty (anything else in it is left).
+func removeFreshDataDir(dir string) {
+	os.Remove(filepath.Join(dir, ".skills"))
+	os.Remove(dir)
+}
+
 // Delete removes a stopped bot: its container, snapshots and records. Its
 // data dir and the data of its snapshots are moved under trash/, never
-// deleted.
+// deleted, and before its record is dropped: while the record lives the
+// name is taken, so no one can mkdir it and be handed the data. A crash
+// at any step leaves either the bot with its record (Reconcile finishes
+// the delete it began) or its data in the trash.
 func (c *Controller) Delete(ctx context.Context, name string) error {
 	b, err := c.get(name)
 	if err != nil {
@@ -319,53 +351,172 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 	if _, err := c.st.AddEvent(ctx, id, store.Event{Type: "delete"}); err != nil {
 		return wrap(err, "delete bot "+name)
 	}
+	if c.crashed("intent") {
+		return errCrashed
+	}
 	if err := c.rt.Delete(ctx, name); err != nil && !errdefs.IsNotFound(err) {
 		return wrap(err, "delete bot "+name)
 	}
-	if err := c.st.DeleteBot(ctx, id); err != nil && !store.IsNotFound(err) {
-		b.setState(StateError)
-		return wrap(err, "delete bot "+name+": its container is gone but the record stays; rmdir again")
+	if c.crashed("runtime") {
+		return errCrashed
 	}
-	trash, terr := c.moveToTrash(name)
+	trash, _, terr := c.moveToTrash(name)
+	if c.crashed("trash") {
+		return errCrashed
+	}
+	if _, err := os.Lstat(c.DataDir(name)); err == nil || !errors.Is(err, os.ErrNotExist) {
+		b.setState(StateError)
+		return wrap(errors.Join(terr, err), "delete bot "+name+": its container is gone, but its data could not be moved to "+trash+"; rmdir again")
+	}
+	// The data is gone: the bot is no longer served, and its name stays
+	// taken until its record is dropped.
+	c.mu.Lock()
+	delete(c.bots, name)
+	c.deleting[name] = id
+	c.mu.Unlock()
 	b.mu.Lock()
 	b.gone = true
 	b.mu.Unlock()
-	c.mu.Lock()
-	delete(c.bots, name)
-	c.mu.Unlock()
 	b.eventsRecorded() // wake event readers: the bot is gone
 	c.notify(BotRemoved, name)
-	if terr != nil {
-		c.log.Error("move data of a deleted bot aside", "bot", name, "err", terr)
-		return wrap(terr, "bot "+name+" deleted, but its data could not be moved to "+trash)
+	rest, err := c.finishDelete(ctx, name, id)
+	if c.crashed("record") {
+		return errCrashed
+	}
+	if err != nil {
+		c.log.Error("drop the record of a deleted bot: retrying", "bot", name, "data", trash, "err", errors.Join(terr, err))
+		c.finishLater(name, id)
+		return wrap(err, "bot "+name+" deleted and its data moved to "+trash+
+			", but the rest could not be finished yet (memohfs retries, and reconcile finishes it; the name stays taken until then)")
+	}
+	if rest != "" {
+		trash += " and " + rest
 	}
 	c.log.Info("bot deleted", "bot", name, "data", trash)
 	return nil
 }
 
-// moveToTrash moves the bot's data dir and snapshot data to
-// trash/<bot>-<time>/{data,snapshots} (and staged restores beside them).
-func (c *Controller) moveToTrash(name string) (string, error) {
-	dst := filepath.Join(c.opts.DataRoot, "trash", name+"-"+time.Now().UTC().Format("20060102T150405.000000000Z"))
-	if err := os.MkdirAll(dst, 0o700); err != nil {
-		return dst, err
+// errCrashed is what Delete returns where Options.crashAfter stops it.
+var errCrashed = errorf(KindInternal, "stopped dead for a test")
+
+func (c *Controller) crashed(step string) bool {
+	return c.opts.crashAfter != nil && c.opts.crashAfter(step)
+}
+
+// finishDelete finishes a delete whose data dir has gone to the trash:
+// what is left of its data goes there too, then the record is dropped and
+// the name freed. It returns the trash dir of what it moved, if anything.
+func (c *Controller) finishDelete(ctx context.Context, name, id string) (string, error) {
+	c.finishing.Lock()
+	defer c.finishing.Unlock()
+	c.mu.RLock()
+	mine := c.deleting[name] == id
+	c.mu.RUnlock()
+	if !mine {
+		return "", nil // finished meanwhile
 	}
-	var errs []error
+	trash, moved, err := c.moveToTrash(name)
+	if err != nil {
+		return trash, err
+	}
+	if len(moved) == 0 {
+		trash = ""
+	}
+	if err := c.st.DeleteBot(ctx, id); err != nil && !store.IsNotFound(err) {
+		return trash, err
+	}
+	c.mu.Lock()
+	delete(c.deleting, name)
+	c.mu.Unlock()
+	return trash, nil
+}
+
+// finishLater keeps trying finishDelete (Postgres was unreachable, say)
+// until it succeeds, someone else finished it, or the controller closes.
+func (c *Controller) finishLater(name, id string) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for wait := 500 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+			select {
+			case <-c.life.Done():
+				return
+			case <-time.After(wait):
+			}
+			ctx, cancel := context.WithTimeout(c.life, time.Minute)
+			_, err := c.finishDelete(ctx, name, id)
+			cancel()
+			if err == nil {
+				c.log.Info("finished deleting a bot", "bot", name)
+				return
+			}
+		}
+	}()
+}
+
+// dataTrashed says whether rec is a bot whose delete a crash cut off
+// after its data dir went to the trash: its last event is the delete
+// intent and its data dir is gone.
+func (c *Controller) dataTrashed(ctx context.Context, rec store.Bot) (bool, error) {
+	if _, err := os.Lstat(c.DataDir(rec.Name)); !errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	last, err := c.st.LastEvent(ctx, rec.ID)
+	if store.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return last.Type == "delete", nil
+}
+
+// moveToTrash moves what the data root holds for name (its data dir, the
+// data of its snapshots, and restores staged beside the data dir) to
+// trash/<name>-<time>/{data,snapshots,...}. It makes no trash dir when
+// there is nothing to move, and returns the trash dir and what it moved.
+func (c *Controller) moveToTrash(name string) (string, []string, error) {
+	dst := filepath.Join(c.opts.DataRoot, "trash", name+"-"+time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+		return dst, nil, fmt.Errorf("%q cannot name a bot's data", name)
+	}
 	moves := map[string]string{
 		c.DataDir(name): filepath.Join(dst, "data"),
 		filepath.Join(c.opts.DataRoot, "snapshots", name): filepath.Join(dst, "snapshots"),
 	}
 	// A copy a restore staged and a crash left (reconcile moves those
 	// of a bot that lives on; a bot finished deleting takes them along).
-	for _, dir := range stagedRestores(c.DataDir(name)) {
-		moves[dir] = filepath.Join(dst, filepath.Base(dir))
-	}
-	for src, to := range moves {
-		if err := os.Rename(src, to); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
+	if runtime.ValidBotName(name) { // no glob metacharacters
+		for _, dir := range stagedRestores(c.DataDir(name)) {
+			moves[dir] = filepath.Join(dst, filepath.Base(dir))
 		}
 	}
-	return dst, errors.Join(errs...)
+	var srcs []string
+	for src := range moves {
+		if _, err := os.Lstat(src); err == nil {
+			srcs = append(srcs, src)
+		}
+	}
+	if len(srcs) == 0 {
+		return dst, nil, nil
+	}
+	sort.Strings(srcs)
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return dst, nil, err
+	}
+	var errs []error
+	var moved []string
+	for _, src := range srcs {
+		if err := os.Rename(src, moves[src]); err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		rel, _ := filepath.Rel(c.opts.DataRoot, src)
+		moved = append(moved, rel)
+	}
+	return dst, moved, errors.Join(errs...)
 }
 
 // reachable refuses work up front while Postgres cannot be reached, so

@@ -36,6 +36,7 @@ type Report struct {
 	MarkedStopped []string // recorded as running, found down
 	Corrected     []string // records brought in line with a live task
 	Finished      []string // deletes a crash interrupted, completed
+	Trashed       []string // data and snapshot dirs without a bot record, moved to the trash
 	Adopted       []string // snapshots without a record, recorded
 	Dropped       []string // records whose snapshot is gone, removed (data kept in trash)
 	Released      []string // leaked addresses and netns pins freed
@@ -55,6 +56,7 @@ func (r Report) String() string {
 	add("marked stopped", r.MarkedStopped)
 	add("corrected", r.Corrected)
 	add("finished deleting", r.Finished)
+	add("moved unrecorded data to the trash", r.Trashed)
 	add("adopted snapshots", r.Adopted)
 	add("dropped records", r.Dropped)
 	add("released", r.Released)
@@ -72,11 +74,31 @@ func (r Report) String() string {
 // (never removing a snapshot); a task recorded as running but gone is
 // restarted if the bot has auto_start, else recorded as stopped; a delete
 // a crash interrupted is finished; snapshots and their records are paired
-// again. Containers carrying the memohfs label without a record are
-// reported, not deleted. Leaked addresses are released. Run it on a
-// context of its own: it must not be cut short by a start-up deadline.
+// again. What bots/ and snapshots/ of the data root hold for a name no
+// record has is moved to the trash. Containers carrying the memohfs label
+// without a record are reported, not deleted. Leaked addresses are
+// released. Run it on a context of its own: it must not be cut short by a
+// start-up deadline.
 func (c *Controller) Reconcile(ctx context.Context) (Report, error) {
 	var rep Report
+	// Deletes cut off after the data went to the trash: drop the record.
+	c.mu.RLock()
+	doomed := make(map[string]string, len(c.deleting))
+	for n, id := range c.deleting {
+		doomed[n] = id
+	}
+	c.mu.RUnlock()
+	for _, n := range sortedKeys(doomed) {
+		if err := c.rt.Delete(ctx, n); err != nil && !errdefs.IsNotFound(err) {
+			rep.Errors = append(rep.Errors, n+": finish delete: "+err.Error())
+			continue
+		}
+		if _, err := c.finishDelete(ctx, n, doomed[n]); err != nil {
+			rep.Errors = append(rep.Errors, n+": finish delete: "+err.Error())
+			continue
+		}
+		rep.Finished = append(rep.Finished, n)
+	}
 	c.mu.RLock()
 	bots := make([]*bot, 0, len(c.bots))
 	for _, b := range c.bots {
@@ -88,6 +110,9 @@ func (c *Controller) Reconcile(ctx context.Context) (Report, error) {
 		if err := c.reconcileBot(ctx, b, &rep); err != nil {
 			rep.Errors = append(rep.Errors, b.name+": "+err.Error())
 		}
+	}
+	if err := c.trashUnrecorded(ctx, &rep); err != nil {
+		rep.Errors = append(rep.Errors, "unrecorded data: "+err.Error())
 	}
 	// Containers nobody recorded.
 	ctrs, err := c.rt.Containers(ctx)
@@ -321,6 +346,15 @@ func (c *Controller) reconcileSnapshots(ctx context.Context, b *bot, rep *Report
 		}
 	}
 	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // stagedRestores lists copies of data/ a restore staged next to it and

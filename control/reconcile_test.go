@@ -21,6 +21,7 @@ type rig struct {
 	t    *testing.T
 	rt   *runtime.Containerd
 	st   *store.Store
+	db   string // the store's database URL
 	opts control.Options
 	c    *control.Controller
 }
@@ -32,12 +33,13 @@ func newRig(t *testing.T) *rig {
 	if _, err := rt.EnsureImage(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(t.Context(), env.Database(t), store.Options{})
+	db := env.Database(t)
+	st, err := store.Open(t.Context(), db, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	r := &rig{t: t, rt: rt, st: st, opts: control.Options{DataRoot: filepath.Join(env.TempDir(t), "root"), StopGrace: 3 * time.Second}}
+	r := &rig{t: t, rt: rt, st: st, db: db, opts: control.Options{DataRoot: filepath.Join(env.TempDir(t), "root"), StopGrace: 3 * time.Second}}
 	r.restart()
 	t.Cleanup(func() { r.c.Close() })
 	return r

@@ -29,8 +29,10 @@ func checkCommand() *cli.Command {
 		Description: "check lists where records and reality disagree: a bot record without its container or data dir,\n" +
 			"a task running while its record (or, with --mount, its status file) says otherwise, a snapshot\n" +
 			"without its record or a record without its snapshot or data copy, an address lease or network\n" +
-			"namespace no running task holds. Containers labelled as bots with no record are listed as\n" +
-			"orphans (memohfs never deletes them). Run it while no ctl write is in flight.\n\n" +
+			"namespace no running task holds, a delete left half done, and a bots/ or snapshots/ dir under\n" +
+			"the data root with no bot record (data a crash left; reconcile moves it to the trash).\n" +
+			"Containers labelled as bots with no record are listed as orphans (memohfs never deletes\n" +
+			"them). Run it while no ctl write is in flight.\n\n" +
 			"  memohfs check --up --state-dir /var/lib/memohfs --mount /memoh",
 		Flags: flags,
 		Action: func(c *cli.Context) error {
@@ -101,5 +103,9 @@ func runCheck(ctx context.Context, o serveOptions) (control.CheckReport, error) 
 			return control.ParseStatus(strings.TrimSpace(string(b)) + "\n")
 		}
 	}
-	return control.CheckFrom(ctx, rt, st, served, live)
+	dataRoot, err := filepath.Abs(o.DataRoot)
+	if err != nil {
+		return control.CheckReport{}, err
+	}
+	return control.CheckFrom(ctx, rt, st, dataRoot, served, live)
 }
