@@ -44,10 +44,12 @@ func (b *bench) get(name, unit string, higher bool, section string) *row {
 	return r
 }
 
-// cp records a control-plane value (ms unless the name says otherwise).
+// cp records a control-plane value (ms unless the name says otherwise:
+// MiB for memory and for what a frozen pass copied).
 func (b *bench) cp(name, target string, v float64) {
 	unit := "ms"
-	if strings.Contains(name, "RSS") {
+	switch {
+	case strings.Contains(name, "RSS"), strings.HasPrefix(name, "frozen pass copied"):
 		unit = "MiB"
 	}
 	r := b.get(name, unit, false, "control")
@@ -96,7 +98,7 @@ func run(o options) error {
 		return err
 	}
 
-	suites := []suite{{"seq", seqSuite}, {"small", smallSuite}, {"rsync", rsyncSuite}, {"saves", savesSuite}, {"stat", statSuite}}
+	suites := []suite{{"seq", seqSuite}, {"small", smallSuite}, {"user", userSuite}, {"rsync", rsyncSuite}, {"saves", savesSuite}, {"stat", statSuite}}
 	units := map[string]string{}
 	for run := 0; run < o.Runs; run++ {
 		for _, su := range suites {
@@ -109,7 +111,7 @@ func run(o options) error {
 			ts = append(ts[k:], ts[:k]...)
 			for _, t := range ts {
 				fmt.Fprintf(os.Stderr, "bench: run %d/%d %s on %s\n", run+1, o.Runs, su.Name, t.Name)
-				ms, err := su.Run(b, t.Dir)
+				ms, err := su.Run(b, t)
 				if err != nil {
 					return fmt.Errorf("%s on %s: %w", su.Name, t.Name, err)
 				}

@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -35,11 +38,11 @@ type metric struct {
 	Value float64
 }
 
-// A suite runs related workloads on one target dir and returns their
-// values (in the units of the workload table).
+// A suite runs related workloads on one target and returns their values
+// (in the units of the workload table). Any failed operation fails it.
 type suite struct {
 	Name string
-	Run  func(b *bench, dir string) ([]metric, error)
+	Run  func(b *bench, t target) ([]metric, error)
 }
 
 func timed(f func() error) (time.Duration, error) {
@@ -82,19 +85,30 @@ func writeFile(path string, size int64, sync bool) error {
 	return f.Close()
 }
 
-func readFile(path string) error {
+// readFile reads path to its end and fails unless it read exactly want
+// bytes: a failed or short read must fail the run, never count as fast.
+func readFile(path string, want int64) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	buf := make([]byte, 1<<20)
+	var got int64
 	for {
 		n, err := f.Read(buf)
-		if n == 0 || err != nil {
-			return nil
+		got += int64(n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
 		}
 	}
+	if got != want {
+		return fmt.Errorf("read %s: %d bytes, want %d", path, got, want)
+	}
+	return nil
 }
 
 // fio runs one fio job and returns its IOPS.
@@ -107,21 +121,30 @@ func fio(file string, rw string, size int64, seconds int) (float64, error) {
 	}
 	var res struct {
 		Jobs []struct {
+			Error       int
 			Read, Write struct{ IOPS float64 }
 		}
 	}
-	if err := json.Unmarshal(out[bytes.IndexByte(out, '{'):], &res); err != nil || len(res.Jobs) == 0 {
+	i := bytes.IndexByte(out, '{')
+	if i < 0 {
+		return 0, fmt.Errorf("fio %s: no JSON in its output", rw)
+	}
+	if err := json.Unmarshal(out[i:], &res); err != nil || len(res.Jobs) == 0 {
 		return 0, fmt.Errorf("fio output: %v", err)
 	}
+	iops := res.Jobs[0].Write.IOPS
 	if rw == "randread" {
-		return res.Jobs[0].Read.IOPS, nil
+		iops = res.Jobs[0].Read.IOPS
 	}
-	return res.Jobs[0].Write.IOPS, nil
+	if res.Jobs[0].Error != 0 || iops <= 0 {
+		return 0, fmt.Errorf("fio %s: error %d, %g IOPS", rw, res.Jobs[0].Error, iops)
+	}
+	return iops, nil
 }
 
-func seqSuite(b *bench, dir string) ([]metric, error) {
+func seqSuite(b *bench, t target) ([]metric, error) {
 	z := b.sizes
-	f := filepath.Join(dir, "seq.bin")
+	f := filepath.Join(t.Dir, "seq.bin")
 	defer os.Remove(f)
 	var out []metric
 	d, err := timed(func() error { return writeFile(f, z.Seq, true) })
@@ -132,11 +155,11 @@ func seqSuite(b *bench, dir string) ([]metric, error) {
 	if err := dropCaches(); err != nil {
 		return nil, err
 	}
-	if d, err = timed(func() error { return readFile(f) }); err != nil {
+	if d, err = timed(func() error { return readFile(f, z.Seq) }); err != nil {
 		return nil, err
 	}
 	out = append(out, metric{"seq read cold", mibps(z.Seq, d)})
-	if d, err = timed(func() error { return readFile(f) }); err != nil {
+	if d, err = timed(func() error { return readFile(f, z.Seq) }); err != nil {
 		return nil, err
 	}
 	out = append(out, metric{"seq read warm", mibps(z.Seq, d)})
@@ -145,7 +168,7 @@ func seqSuite(b *bench, dir string) ([]metric, error) {
 		return nil, err
 	}
 	out = append(out, metric{"4k randread warm", iops})
-	rw := filepath.Join(dir, "randwrite.bin")
+	rw := filepath.Join(t.Dir, "randwrite.bin")
 	defer os.Remove(rw)
 	if err := writeFile(rw, z.RandWrite, true); err != nil {
 		return nil, err
@@ -157,34 +180,44 @@ func seqSuite(b *bench, dir string) ([]metric, error) {
 	return out, nil
 }
 
-func smallSuite(b *bench, dir string) ([]metric, error) {
-	n := b.sizes.Small
-	root := filepath.Join(dir, "small")
-	defer os.RemoveAll(root)
+// createTree makes root and n files of 4 KiB in it, 1,000 to a subdir:
+// the "create" workload, for root here and for benchUID in `bench create`.
+func createTree(root string, n int) error {
 	page := block[:4096]
-	var out []metric
-	d, err := timed(func() error {
-		if err := os.Mkdir(root, 0o755); err != nil {
-			return err
-		}
-		for i := 0; i < n; i++ {
-			sub := filepath.Join(root, fmt.Sprintf("d%02d", i/1000))
-			if i%1000 == 0 {
-				if err := os.Mkdir(sub, 0o755); err != nil {
-					return err
-				}
-			}
-			if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%05d", i)), page, 0o644); err != nil {
+	if err := os.Mkdir(root, 0o755); err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		sub := filepath.Join(root, fmt.Sprintf("d%02d", i/1000))
+		if i%1000 == 0 {
+			if err := os.Mkdir(sub, 0o755); err != nil {
 				return err
 			}
 		}
-		return nil
-	})
+		if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%05d", i)), page, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func smallSuite(b *bench, t target) ([]metric, error) {
+	n := b.sizes.Small
+	root := filepath.Join(t.Dir, "small")
+	defer os.RemoveAll(root)
+	var out []metric
+	d, err := timed(func() error { return createTree(root, n) })
 	if err != nil {
 		return nil, err
 	}
 	out = append(out, metric{fmt.Sprintf("create %d x 4KiB", n), perSec(n, d)})
-	lsR := func() error { return exec.Command("sh", "-c", "ls -lR "+root+" > /dev/null").Run() }
+	lsR := func() error {
+		out, err := exec.Command("sh", "-c", "ls -lR "+root+" > /dev/null").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ls -lR: %v: %s", err, out)
+		}
+		return nil
+	}
 	if err := dropCaches(); err != nil {
 		return nil, err
 	}
@@ -197,13 +230,18 @@ func smallSuite(b *bench, dir string) ([]metric, error) {
 	}
 	out = append(out, metric{"ls -lR warm", perSec(n, d)})
 	catAll := func() error {
-		return filepath.WalkDir(root, func(p string, e os.DirEntry, err error) error {
+		files := 0
+		err := filepath.WalkDir(root, func(p string, e os.DirEntry, err error) error {
 			if err != nil || e.IsDir() {
 				return err
 			}
-			_, err = os.ReadFile(p)
-			return err
+			files++
+			return readFile(p, 4096)
 		})
+		if err == nil && files != n {
+			err = fmt.Errorf("cat all: %d files, want %d", files, n)
+		}
+		return err
 	}
 	if err := dropCaches(); err != nil {
 		return nil, err
@@ -216,7 +254,17 @@ func smallSuite(b *bench, dir string) ([]metric, error) {
 		return nil, err
 	}
 	out = append(out, metric{"cat all warm", perSec(n, d)})
-	if d, err = timed(func() error { return exec.Command("rm", "-rf", root).Run() }); err != nil {
+	rm := func() error {
+		out, err := exec.Command("rm", "-rf", root).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("rm -rf: %v: %s", err, out)
+		}
+		if _, err := os.Lstat(root); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("rm -rf left %s (%v)", root, err)
+		}
+		return nil
+	}
+	if d, err = timed(rm); err != nil {
 		return nil, err
 	}
 	out = append(out, metric{"rm -rf", perSec(n, d)})
@@ -255,8 +303,8 @@ func rsyncSource(dir string, files int) error {
 	return nil
 }
 
-func rsyncSuite(b *bench, dir string) ([]metric, error) {
-	dst := filepath.Join(dir, "rsync")
+func rsyncSuite(b *bench, t target) ([]metric, error) {
+	dst := filepath.Join(t.Dir, "rsync")
 	defer os.RemoveAll(dst)
 	rs := func() error {
 		out, err := exec.Command("rsync", "-a", b.rsyncSrc+"/", dst+"/").CombinedOutput()
@@ -277,9 +325,9 @@ func rsyncSuite(b *bench, dir string) ([]metric, error) {
 	return []metric{{fmt.Sprintf("rsync -a %d files", n), perSec(n, d1)}, {"rsync -a no-op", perSec(n, d2)}}, nil
 }
 
-func savesSuite(b *bench, dir string) ([]metric, error) {
+func savesSuite(b *bench, t target) ([]metric, error) {
 	n := b.sizes.Saves
-	doc, tmp := filepath.Join(dir, "doc.txt"), filepath.Join(dir, ".doc.txt.swp")
+	doc, tmp := filepath.Join(t.Dir, "doc.txt"), filepath.Join(t.Dir, ".doc.txt.swp")
 	defer os.Remove(doc)
 	d, err := timed(func() error {
 		for i := 0; i < n; i++ {
@@ -308,15 +356,33 @@ func savesSuite(b *bench, dir string) ([]metric, error) {
 	return []metric{{fmt.Sprintf("editor saves x%d", n), perSec(n, d)}}, nil
 }
 
-func statSuite(b *bench, dir string) ([]metric, error) {
+// statSuite: lstat of a name that does not exist. Every answer must be
+// ENOENT: any other (EIO, ENOTCONN, a file) fails the run.
+func statSuite(b *bench, t target) ([]metric, error) {
 	n := b.sizes.Stats
-	p := filepath.Join(dir, "no-such-file")
-	os.Lstat(p) // the first lookup may go to the server; the rest may be cached
-	d, _ := timed(func() error {
+	p := filepath.Join(t.Dir, "no-such-file")
+	var st syscall.Stat_t
+	missing := func() error {
+		err := syscall.Lstat(p, &st)
+		if err != syscall.ENOENT {
+			return fmt.Errorf("lstat %s: %v, want ENOENT", p, err)
+		}
+		return nil
+	}
+	// The first lookup may go to the server; the rest may be cached.
+	if err := missing(); err != nil {
+		return nil, err
+	}
+	d, err := timed(func() error {
 		for i := 0; i < n; i++ {
-			os.Lstat(p)
+			if err := missing(); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
 	return []metric{{"stat of a missing name", float64(d.Nanoseconds()) / float64(n)}}, nil
 }

@@ -4,10 +4,14 @@
 //
 //	go run ./internal/bench run [--runs 5] [--out results] [--quick]
 //
-// It starts a whole memohfs (`bin/memohfs up`) on a state dir of its own,
-// mounts the anchor (fs.NewLoopbackRoot of the bot's host data dir, with
-// go-fuse's defaults) from a child process, runs every workload on the three
-// targets in rotating order, and cleans up everything it started.
+// It starts a whole memohfs (`bin/memohfs up --allow-other`) on a state
+// dir of its own, mounts the anchor (fs.NewLoopbackRoot of a dir of its
+// own, with go-fuse's defaults plus allow_other) from a child process,
+// runs every workload on the three targets in rotating order (native and
+// the anchor's source each in a dir outside every bot's data dir, so
+// memohfs's watcher sees nothing of their runs), and cleans up everything
+// it started. The non-root row runs as uid 47001 (`bench create`, a child
+// process) in dirs that user owns, on memohfs in a bot that user made.
 package main
 
 import (
@@ -21,8 +25,12 @@ func main() {
 		serveLoopback(os.Args[2:])
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "create" {
+		createAs(os.Args[2:])
+		return
+	}
 	if len(os.Args) < 2 || os.Args[1] != "run" {
-		fmt.Fprintln(os.Stderr, "usage: bench run [--runs N] [--out DIR] [--quick] | bench loopback SRC MNT")
+		fmt.Fprintln(os.Stderr, "usage: bench run [--runs N] [--out DIR] [--quick] | bench loopback SRC MNT | bench create ROOT N")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
@@ -34,6 +42,7 @@ func main() {
 	fs.BoolVar(&o.Quick, "quick", false, "smaller sizes and counts (a smoke run, not for the record)")
 	fs.IntVar(&o.Bots, "bots", 1000, "bots for the control-plane scale rows")
 	fs.StringVar(&o.Only, "only", "", "run only workloads whose name contains this")
+	fs.BoolVar(&o.Verbose, "v", false, "say more about each measure on stderr")
 	fs.Parse(os.Args[2:])
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -42,11 +51,12 @@ func main() {
 }
 
 type options struct {
-	Runs   int
-	Out    string
-	Dir    string
-	Binary string
-	Quick  bool
-	Bots   int
-	Only   string
+	Runs    int
+	Out     string
+	Dir     string
+	Binary  string
+	Quick   bool
+	Bots    int
+	Only    string
+	Verbose bool
 }

@@ -18,22 +18,37 @@ import (
 )
 
 // stack is what the bench runs against.
+//
+// Each target has a dir of its own: native and the loopback's source sit
+// outside every bot's data dir, so memohfs's watcher sees no event of
+// theirs (it would spend CPU on them during their runs).
 type stack struct {
-	o        options
-	forward  []byte // ip_forward as the bench found it (the bridge turns it on)
-	dir      string
-	state    string
-	mnt      string // memohfs mount
-	anchor   string // the stock loopback's mount
-	hostData string // the bench bot's host data dir (native)
-	up       *exec.Cmd
-	upExited chan struct{}
-	loop     *exec.Cmd
-	direct   *runtime.Containerd // the runtime package, straight (control-plane anchor)
-	inside   *runtime.Containerd // memohfs's own namespace, to act as the bot
+	o          options
+	forward    []byte // ip_forward as the bench found it (the bridge turns it on)
+	dir        string
+	state      string
+	mnt        string // memohfs mount (allow_other)
+	anchor     string // the stock loopback's mount (allow_other)
+	native     string // native target: a plain dir on the same disk
+	loopSrc    string // what the loopback serves, under a dir only root may enter
+	userNative string // native target of the non-root row, owned by benchUID
+	exe        string // a copy of this binary that benchUID may run
+	up         *exec.Cmd
+	upExited   chan struct{}
+	loop       *exec.Cmd
+	direct     *runtime.Containerd // the runtime package, straight (control-plane anchor)
+	inside     *runtime.Containerd // memohfs's own namespace, to act as the bot
 }
 
-const benchBot = "bench"
+const (
+	benchBot = "bench"
+	// userBot is made by benchUID itself (mkdir as that user), so it and
+	// its data/ belong to that user.
+	userBot = "ubench"
+	// benchUID is the unprivileged user of the non-root row (uid and gid;
+	// no passwd entry needed).
+	benchUID = 47001
+)
 
 func startStack(o options) (*stack, error) {
 	dir, err := filepath.Abs(o.Dir)
@@ -45,12 +60,12 @@ func startStack(o options) (*stack, error) {
 	}
 	os.RemoveAll(dir)
 	s := &stack{o: o, dir: dir, state: filepath.Join(dir, "state"), mnt: filepath.Join(dir, "mnt"),
-		anchor: filepath.Join(dir, "anchor")}
+		anchor: filepath.Join(dir, "anchor"), native: filepath.Join(dir, "native"),
+		loopSrc: filepath.Join(dir, "private", "loop"), userNative: filepath.Join(dir, "native-user"),
+		exe: filepath.Join(dir, "bin", "bench")}
 	s.forward, _ = os.ReadFile(ipForward)
-	for _, d := range []string{dir, s.mnt, s.anchor} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, err
-		}
+	if err := s.makeDirs(); err != nil {
+		return nil, err
 	}
 	// memohfs, whole.
 	logf, err := os.Create(filepath.Join(dir, "memohfs.log"))
@@ -58,7 +73,7 @@ func startStack(o options) (*stack, error) {
 		return nil, err
 	}
 	s.up = exec.Command(o.Binary, "up", "--mount", s.mnt, "--state-dir", s.state,
-		"--bridge", "mfsbench0", "--subnet", "10.216.0.0/22", "--stop-bots-on-exit")
+		"--bridge", "mfsbench0", "--subnet", "10.216.0.0/22", "--stop-bots-on-exit", "--allow-other")
 	s.up.Stdout, s.up.Stderr = logf, logf
 	s.up.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := s.up.Start(); err != nil {
@@ -74,15 +89,13 @@ func startStack(o options) (*stack, error) {
 		s.stop()
 		return nil, err
 	}
-	s.hostData = filepath.Join(s.state, "data", "bots", benchBot)
-
-	// The anchor: go-fuse's stock loopback of the same host dir.
-	self, err := os.Executable()
-	if err != nil {
+	if out, err := s.asUser("mkdir", filepath.Join(s.mnt, userBot)).CombinedOutput(); err != nil {
 		s.stop()
-		return nil, err
+		return nil, fmt.Errorf("mkdir of a bot as uid %d: %v: %s", benchUID, err, out)
 	}
-	s.loop = exec.Command(self, "loopback", s.hostData, s.anchor)
+
+	// The anchor: go-fuse's stock loopback of a dir of its own.
+	s.loop = exec.Command(s.exe, "loopback", s.loopSrc, s.anchor)
 	out, _ := s.loop.StdoutPipe()
 	s.loop.Stderr = os.Stderr
 	if err := s.loop.Start(); err != nil {
@@ -121,6 +134,52 @@ func startStack(o options) (*stack, error) {
 	return s, nil
 }
 
+// makeDirs lays out the work dir: the targets' own dirs, the loopback's
+// source under a root-only dir (the loopback checks no permissions and
+// acts as root: a user must not reach its files at their host path), the
+// non-root user's dirs, and a copy of this binary that user may run
+// (`go run` builds into a dir only root may enter).
+func (s *stack) makeDirs() error {
+	for _, d := range []string{s.dir, s.mnt, s.anchor, s.native, s.userNative, filepath.Dir(s.exe)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(filepath.Dir(s.loopSrc), 0o700); err != nil {
+		return err
+	}
+	if err := os.Mkdir(s.loopSrc, 0o755); err != nil {
+		return err
+	}
+	for _, d := range []string{s.userNative, filepath.Join(s.loopSrc, "user")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		if err := os.Chown(d, benchUID, benchUID); err != nil {
+			return err
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(s.exe, b, 0o755)
+}
+
+// asUser is a command run as benchUID (its gid the same, no supplementary
+// groups).
+func (s *stack) asUser(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: benchUID, Gid: benchUID, Groups: []uint32{}}}
+	return cmd
+}
+
 func waitMounted(dir string, d time.Duration, exited chan struct{}) error {
 	deadline := time.Now().Add(d)
 	for {
@@ -139,17 +198,19 @@ func waitMounted(dir string, d time.Duration, exited chan struct{}) error {
 	}
 }
 
-// targets are the three places a workload runs.
+// targets are the three places a workload runs: Dir for root's
+// workloads, UserDir (writable by benchUID) for the non-root row.
 type target struct {
-	Name string
-	Dir  string
+	Name    string
+	Dir     string
+	UserDir string
 }
 
 func (s *stack) targets() []target {
 	return []target{
-		{"native", s.hostData},
-		{"anchor", s.anchor},
-		{"memohfs", filepath.Join(s.mnt, benchBot, "data")},
+		{"native", s.native, s.userNative},
+		{"anchor", s.anchor, filepath.Join(s.anchor, "user")},
+		{"memohfs", filepath.Join(s.mnt, benchBot, "data"), filepath.Join(s.mnt, userBot, "data")},
 	}
 }
 
