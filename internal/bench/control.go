@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -71,11 +73,12 @@ func (b *bench) ctlLatency(reps int) error {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// snapshotEvent finds the pause of snapshot name in the bot's events.
-func (s *stack) snapshotPause(bot, name string) (float64, error) {
+// snapshotEvent is the detail of snapshot name's event in the bot's
+// events (key=value words: paused_ms, data_bytes_frozen, ...).
+func (s *stack) snapshotEvent(bot, name string) (map[string]string, error) {
 	f, err := os.OpenFile(filepath.Join(s.mnt, bot, "events"), os.O_RDONLY|syscallNonblock, 0)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -84,20 +87,41 @@ func (s *stack) snapshotPause(bot, name string) (float64, error) {
 		if !strings.Contains(l, " snapshot ") || !strings.Contains(l, " name="+name+" ") {
 			continue
 		}
+		kv := map[string]string{}
 		for _, w := range strings.Fields(l) {
-			if v, ok := strings.CutPrefix(w, "paused_ms="); ok {
-				return strconv.ParseFloat(v, 64)
+			if k, v, ok := strings.Cut(w, "="); ok {
+				kv[k] = v
 			}
 		}
+		return kv, nil
 	}
-	return 0, fmt.Errorf("no snapshot event with a pause for %s", name)
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("no snapshot event for %s", name)
 }
 
-// snapshots: pause and total, with 100 MB changed in the rootfs, and with
-// 1 MB and 100 MB changed in data/.
+// eventNumber is a number of a snapshot event's detail.
+func eventNumber(kv map[string]string, key string) (float64, error) {
+	v, ok := kv[key]
+	if !ok {
+		return 0, fmt.Errorf("snapshot event has no %s: %v", key, kv)
+	}
+	return strconv.ParseFloat(v, 64)
+}
+
+// snapshots: pause and total of a snapshot taken while the bot writes,
+// with 100 MB (20 with --quick) changed in the rootfs, and 1 MB and 100 MB
+// changed in data/. For each, the bot writes the MB as 1 MB files, then
+// keeps rewriting them, 1 MB after 1 MB, until the snapshot is done
+// (writer): the passes run on a tree that changes under them, so the
+// frozen pass has to copy what changed since the last running pass (at
+// most the case's MB: a file is copied once per pass). The bytes the
+// frozen pass copied in data/ are a row of their own, and a data case
+// whose frozen pass never copied anything fails the run: its pause would
+// have measured nothing.
 func (b *bench) snapshots(reps int) error {
 	s := b.s
-	ctx := context.Background()
 	if err := os.Mkdir(filepath.Join(s.mnt, "snap"), 0o755); err != nil {
 		return err
 	}
@@ -109,42 +133,147 @@ func (b *bench) snapshots(reps int) error {
 	if b.o.Quick {
 		mb = 20
 	}
+	hits := map[string]int{}
 	for i := 0; i < reps; i++ {
 		cases := []struct {
-			label  string
-			change func() error
+			label string
+			dir   string // in the bot
+			mb    int
+			data  bool
 		}{
-			{fmt.Sprintf("%d MB rootfs", mb), func() error {
-				code, err := s.inside.Exec(ctx, "snap", []string{"dd", "if=/dev/urandom", fmt.Sprintf("of=/root/blob%d", i),
-					"bs=1M", fmt.Sprintf("count=%d", mb)}, nil, nil)
-				if err == nil && code != 0 {
-					err = fmt.Errorf("dd in the bot: exit %d", code)
-				}
-				return err
-			}},
-			{"1 MB data", func() error { return writeFile(filepath.Join(host, fmt.Sprintf("one%d", i)), 1<<20, false) }},
-			{fmt.Sprintf("%d MB data", mb), func() error {
-				return writeFile(filepath.Join(host, fmt.Sprintf("big%d", i)), int64(mb)<<20, false)
-			}},
+			{fmt.Sprintf("%d MB rootfs", mb), fmt.Sprintf("/root/c%d", i), mb, false},
+			{"1 MB data", fmt.Sprintf("/data/c%d-1", i), 1, true},
+			{fmt.Sprintf("%d MB data", mb), fmt.Sprintf("/data/c%d-2", i), mb, true},
 		}
 		for j, c := range cases {
-			if err := c.change(); err != nil {
-				return err
-			}
 			name := fmt.Sprintf("b%d-%d", i, j)
+			w, err := s.startWriter("snap", host, name, c.dir, c.mb)
+			if err != nil {
+				return fmt.Errorf("snapshot %s: %w", c.label, err)
+			}
 			d, err := s.ctl("snap", "snapshot "+name)
+			rewrote, werr := w.stop()
+			if err == nil && werr != nil {
+				err = fmt.Errorf("snapshot %s: %w", c.label, werr)
+			}
 			if err != nil {
 				return err
 			}
-			pause, err := s.snapshotPause("snap", name)
+			kv, err := s.snapshotEvent("snap", name)
+			if err != nil {
+				return err
+			}
+			pause, err := eventNumber(kv, "paused_ms")
 			if err != nil {
 				return err
 			}
 			b.cp("snapshot pause, "+c.label, "memohfs", pause)
 			b.cp("snapshot total, "+c.label, "memohfs", ms(d))
+			if c.data {
+				frozen, err := eventNumber(kv, "data_bytes_frozen")
+				if err != nil {
+					return err
+				}
+				b.cp("frozen pass copied, "+c.label, "memohfs", frozen/(1<<20))
+				if b.o.Verbose || frozen == 0 {
+					fmt.Fprintf(os.Stderr, "bench: snapshot %s (%s): the bot rewrote %d MB meanwhile; event %v\n", name, c.label, rewrote, kv)
+				}
+				n := hits[c.label] // present (0) even when never hit
+				if frozen > 0 {
+					n++
+				}
+				hits[c.label] = n
+			}
+		}
+	}
+	for label, n := range hits {
+		if n == 0 { // every snapshot of the case
+			return fmt.Errorf("snapshot pause, %s: in %d snapshots the frozen pass never copied anything, so the row measured no work", label, reps)
 		}
 	}
 	return nil
+}
+
+// writer is a process in the bot that rewrites files while a snapshot
+// runs.
+type writer struct {
+	stopFile string // host path whose existence ends the writer
+	done     chan error
+	out      *bytes.Buffer
+}
+
+// writerScript writes $2 files of 1 MB in dir $1, says so by making $3,
+// then rewrites them in place, one after the other (one dd of 16 writes
+// of 64 KiB each), until $4 exists, and prints how many MB it rewrote.
+const writerScript = `d=$1; n=$2; ready=$3; stop=$4
+mkdir -p "$d" || exit 1
+k=0
+while [ $k -lt $n ]; do
+	dd if=/dev/urandom of="$d/f$k" bs=64k count=16 2>/dev/null || exit 1
+	k=$((k+1))
+done
+: > "$ready" || exit 1
+j=0
+while [ ! -e "$stop" ]; do
+	dd if=/dev/urandom of="$d/f$((j % n))" bs=64k count=16 conv=notrunc 2>/dev/null || exit 1
+	j=$((j+1))
+done
+echo $j
+`
+
+// startWriter starts a writer in bot (whose host data dir is host, bound
+// at /data) on dir, with mb files, and returns once it has written them
+// all and is rewriting.
+func (s *stack) startWriter(bot, host, tag, dir string, mb int) (*writer, error) {
+	ready, stop := ".bench-"+tag+".ready", ".bench-"+tag+".stop"
+	w := &writer{stopFile: filepath.Join(host, stop), done: make(chan error, 1), out: &bytes.Buffer{}}
+	go func() {
+		var errOut bytes.Buffer
+		code, err := s.inside.Exec(context.Background(), bot,
+			[]string{"sh", "-c", writerScript, "sh", dir, strconv.Itoa(mb), "/data/" + ready, "/data/" + stop}, w.out, &errOut)
+		if err == nil && code != 0 {
+			err = fmt.Errorf("writer in the bot: exit %d: %s", code, strings.TrimSpace(errOut.String()))
+		}
+		w.done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		if _, err := os.Lstat(filepath.Join(host, ready)); err == nil {
+			return w, nil
+		} else if !errors.Is(err, os.ErrNotExist) {
+			w.stop()
+			return nil, err
+		}
+		select {
+		case err := <-w.done:
+			if err == nil {
+				err = errors.New("writer in the bot ended before it was ready")
+			}
+			return nil, err
+		default:
+		}
+		if time.Now().After(deadline) {
+			w.stop()
+			return nil, fmt.Errorf("writer in the bot not ready within 5 minutes")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stop ends the writer and returns how many MB it rewrote; a writer that
+// failed or rewrote nothing is an error.
+func (w *writer) stop() (int, error) {
+	if err := os.WriteFile(w.stopFile, nil, 0o644); err != nil {
+		return 0, err
+	}
+	if err := <-w.done; err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(w.out.String()))
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("writer in the bot rewrote nothing (output %q)", w.out.String())
+	}
+	return n, nil
 }
 
 // visibility: how long a file the bot writes inside its container takes
@@ -191,6 +320,9 @@ func pollLag(path, hostPath string, oldSize int64, act func() error) (float64, e
 	for time.Now().Before(deadline) {
 		fi, err := os.Stat(path)
 		seen := time.Now()
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return 0, err // only "not there yet" is worth waiting for
+		}
 		if err == nil && (oldSize < 0 || fi.Size() != oldSize) {
 			hf, err := os.Stat(hostPath)
 			if err != nil {
@@ -247,7 +379,16 @@ func (b *bench) scale(n int) error {
 		return fmt.Errorf("ls /M shows %d bots, want %d", len(entries), n)
 	}
 	for i := 0; i < 10; i++ {
-		d, _ := timed(func() error { _, err := os.ReadDir(s.mnt); return err })
+		d, err := timed(func() error {
+			e, err := os.ReadDir(s.mnt)
+			if err == nil && len(e) != len(entries) {
+				err = fmt.Errorf("ls /M shows %d bots, then %d", len(entries), len(e))
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
 		b.cp(fmt.Sprintf("ls /M, %d bots, warm", n), "memohfs", ms(d))
 	}
 	catAll := func() error {
@@ -258,7 +399,9 @@ func (b *bench) scale(n int) error {
 		}
 		return nil
 	}
-	catAll()
+	if err := catAll(); err != nil {
+		return err
+	}
 	for i := 0; i < 5; i++ {
 		d, err := timed(catAll)
 		if err != nil {
