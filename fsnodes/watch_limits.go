@@ -1,0 +1,147 @@
+package fsnodes
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// watchLimits bound what watching one tree (one bot's data dir) may
+// take. Beyond them the tree is degraded, not broken: what is not watched
+// is served uncached (see watcher.covers), and the first time each limit
+// is hit it is logged once for that tree, with the reason and the fix.
+//
+// Whatever the limits, a watched tree holds 2 fds (its inotify instance
+// and an O_PATH fd of its root) and its walk at most 2 more at any time
+// (the directory being listed and, while a path longer than one openat2
+// chunk is opened, the chunk before it): at most watchMaxFds, however
+// deep or wide the tree.
+type watchLimits struct {
+	// MaxWatches is the most directories of one tree that are watched
+	// (watched or queued to be). 0 means defaultMaxWatches.
+	MaxWatches int
+	// MaxDepth is the depth of the deepest directory watched, the tree's
+	// root being 0. 0 means defaultMaxDepth.
+	MaxDepth int
+}
+
+const (
+	// defaultMaxWatches: each inotify watch pins an inode and a mark in
+	// kernel memory (the kernel counts about 1 KiB a watch when it sizes
+	// fs.inotify.max_user_watches at 1% of RAM), and every watch memohfs
+	// holds counts against that one per-user limit, shared by all bots
+	// and every other root process. 16384 bounds one bot's share to
+	// ~16-20 MiB of kernel memory and leaves the default limit of a small
+	// host (~190k on 2 GiB) room for about ten bots at their maximum,
+	// while covering big workspaces (a Linux kernel checkout has ~5k
+	// directories, a large node_modules 5-15k).
+	defaultMaxWatches = 16384
+	// defaultMaxDepth: deeper than what tools make (package paths and
+	// nested node_modules run 10-40 levels); a deeper chain is generated
+	// and only costs watches and ever longer walks from the root.
+	defaultMaxDepth = 128
+	// watchMaxFds is the most fds one watched tree holds (see watchLimits).
+	watchMaxFds = 4
+)
+
+func (l watchLimits) withDefaults() watchLimits {
+	if l.MaxWatches <= 0 {
+		l.MaxWatches = defaultMaxWatches
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = defaultMaxDepth
+	}
+	return l
+}
+
+// Why a tree is degraded: each is logged once per tree.
+const (
+	degradedWatches   = "watch limit"
+	degradedDepth     = "depth limit"
+	degradedHost      = "host watch limit"
+	degradedInstances = "host instance limit"
+	degradedFds       = "fd limit"
+	degradedOverflow  = "overflow"
+	degradedOther     = "unwatchable directory"
+)
+
+// degrade records that tr is not fully watched, and logs it (with the
+// reason and the fix) the first time for each kind.
+func (tw *treeWatch) degrade(kind string, err error) {
+	tw.lmu.Lock()
+	first := !tw.logged[kind]
+	tw.logged[kind] = true
+	tw.lmu.Unlock()
+	if !first {
+		return
+	}
+	const uncached = "; what is not watched is served uncached (each access asks memohfs)"
+	var reason, fix string
+	switch kind {
+	case degradedWatches:
+		reason = fmt.Sprintf("the bot's data dir has more directories than its watch limit (%d)", tw.w.lim.MaxWatches) + uncached
+		fix = "keep fewer directories in the bot's data dir (build and dependency trees), or raise the per-bot limit"
+	case degradedDepth:
+		reason = fmt.Sprintf("the bot's data dir has directories deeper than %d levels", tw.w.lim.MaxDepth) + uncached
+		fix = "keep the bot's directory tree shallower"
+	case degradedHost:
+		cur := inotifySysctl("max_user_watches")
+		reason = fmt.Sprintf("the host's inotify watches are used up (fs.inotify.max_user_watches=%d, shared by all bots)", cur) + uncached
+		fix = fmt.Sprintf("sysctl -w fs.inotify.max_user_watches=%d (see memohfs doctor)", max(2*cur, 1<<20))
+	case degradedInstances:
+		cur := inotifySysctl("max_user_instances")
+		reason = fmt.Sprintf("no inotify instance for this bot (fs.inotify.max_user_instances=%d, one per bot): its data/ is served uncached", cur)
+		fix = fmt.Sprintf("sysctl -w fs.inotify.max_user_instances=%d (see memohfs doctor), then restart memohfs", max(2*cur, 1024))
+	case degradedFds:
+		reason = "memohfs is out of file descriptors" + uncached
+		fix = "raise memohfs's fd limit (ulimit -n, LimitNOFILE= in its unit)"
+	case degradedOverflow:
+		cur := inotifySysctl("max_queued_events")
+		reason = fmt.Sprintf("change notifications were lost (more than fs.inotify.max_queued_events=%d queued): "+
+			"this bot's caches of data/ were dropped and its directories watched again", cur)
+		fix = fmt.Sprintf("sysctl -w fs.inotify.max_queued_events=%d", max(4*cur, 65536))
+	default:
+		reason = "a directory of the bot's data dir could not be watched" + uncached
+		fix = "see the error"
+	}
+	args := []any{"dir", tw.root, "reason", reason, "fix", fix}
+	if err != nil {
+		args = append(args, "err", err)
+	}
+	tw.w.log.Warn("data/ change notification degraded for one bot", args...)
+}
+
+// degradeFor is degrade with the kind an error from opening or watching
+// a directory stands for.
+func (tw *treeWatch) degradeFor(err error) {
+	switch {
+	case errors.Is(err, unix.ENOSPC):
+		tw.degrade(degradedHost, err)
+	case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE):
+		tw.degrade(degradedFds, err)
+	default:
+		tw.degrade(degradedOther, err)
+	}
+}
+
+// gone reports whether err from opening a directory means there is no
+// directory there any more (removed, or swapped for a symlink or a
+// file): nothing to watch, nothing lost.
+func gone(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) ||
+		errors.Is(err, unix.EXDEV)
+}
+
+// inotifySysctl reads /proc/sys/fs/inotify/name (0 if it cannot).
+func inotifySysctl(name string) int {
+	b, err := os.ReadFile("/proc/sys/fs/inotify/" + name)
+	if err != nil {
+		return 0
+	}
+	v, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return v
+}
