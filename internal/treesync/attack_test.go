@@ -218,7 +218,7 @@ func TestSwapRace(t *testing.T) {
 
 func swapRace(t *testing.T, kind, node string) {
 	const (
-		wantHits  = 100    // windows hit before the test is satisfied
+		wantHits  = 50     // windows hit before the test is satisfied
 		maxPasses = 200000 // a failure, not a skip, if the hits never came
 	)
 	dir := t.TempDir()
