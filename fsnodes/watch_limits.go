@@ -48,6 +48,12 @@ const (
 	watchMaxFds = 4
 )
 
+// WatchesPerBot is the most inotify watches memohfs holds for one bot's
+// data dir (with the default limits), each from root's per-user
+// fs.inotify.max_user_watches; each bot also takes one of
+// fs.inotify.max_user_instances. memohfs doctor sizes them from it.
+const WatchesPerBot = defaultMaxWatches
+
 func (l watchLimits) withDefaults() watchLimits {
 	if l.MaxWatches <= 0 {
 		l.MaxWatches = defaultMaxWatches

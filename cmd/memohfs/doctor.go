@@ -3,17 +3,21 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/memohfs/memohfs/fsnodes"
 	"github.com/memohfs/memohfs/internal/embedded"
 	"github.com/memohfs/memohfs/runtime"
 	"github.com/memohfs/memohfs/store"
 	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
 )
 
 // check is one line of doctor's table.
@@ -35,6 +39,8 @@ func doctorCommand() *cli.Command {
 			str("database-url", "", "Postgres to check (serve)"),
 			str("containerd-bin", "", "dir with containerd binaries (up)"),
 			boolf("serve", "also require the containerd and Postgres that `serve` connects to"),
+			altsrc.NewIntFlag(&cli.IntFlag{Name: "bots", Value: 10, EnvVars: env("bots"),
+				Usage: "how many bots this host serves at once (sizes the inotify checks)"}),
 		},
 		Action: func(c *cli.Context) error {
 			checks := doctor(c)
@@ -114,6 +120,10 @@ func doctor(c *cli.Context) []check {
 	}
 	add(cg)
 
+	for _, ch := range inotifyChecks(c.Int("bots")) {
+		add(ch)
+	}
+
 	fsys, _ := os.ReadFile("/proc/filesystems")
 	if strings.Contains(string(fsys), "\toverlay\n") {
 		add(check{"overlay", true, true, "in /proc/filesystems", ""})
@@ -166,6 +176,39 @@ func doctor(c *cli.Context) []check {
 	}
 	add(pg)
 	return out
+}
+
+// What the host gives memohfs's watcher besides: other root processes
+// (systemd, containerd, editors) hold some instances and watches too.
+const otherInotifyWatches, otherInotifyInstances = 8192, 64
+
+// inotifyChecks checks root's inotify limits against what serving bots
+// bots takes: memohfs watches each bot's data dir with an instance of its
+// own and up to fsnodes.WatchesPerBot watches. Short of them, bots' data/
+// is still right but served uncached where it is not watched (slower),
+// so these warn rather than fail.
+func inotifyChecks(bots int) []check {
+	bots = max(bots, 1)
+	needW := min(int64(bots)*fsnodes.WatchesPerBot+otherInotifyWatches, math.MaxInt32)
+	needI := min(int64(bots)+otherInotifyInstances, math.MaxInt32)
+	one := func(name, key string, need int64, each string) check {
+		ch := check{Name: "inotify " + name}
+		b, err := os.ReadFile("/proc/sys/fs/inotify/" + key)
+		cur, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || perr != nil {
+			ch.Detail = "cannot read fs.inotify." + key + ": bots' data/ is served uncached"
+			ch.Fix = "a kernel with inotify (CONFIG_INOTIFY_USER)"
+			return ch
+		}
+		ch.OK = cur >= need
+		ch.Detail = fmt.Sprintf("%s=%d; %d bots need %d (%s)", key, cur, bots, need, each)
+		ch.Fix = fmt.Sprintf("sysctl -w fs.inotify.%s=%d (and in /etc/sysctl.d to keep it)", key, need)
+		return ch
+	}
+	return []check{
+		one("watches", "max_user_watches", needW, fmt.Sprintf("%d each", fsnodes.WatchesPerBot)),
+		one("instances", "max_user_instances", needI, "1 each"),
+	}
 }
 
 func lookBin(name string, needed bool, fix string) check {
