@@ -34,6 +34,29 @@ func mountsUnder(dir string) []string {
 	return out
 }
 
+// fuseMountsUnder lists the FUSE mount points at or below dir, deepest
+// first.
+func fuseMountsUnder(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	dir = filepath.Clean(dir)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		_, after, ok := strings.Cut(line, " - ")
+		if len(fields) < 5 || !ok || !strings.HasPrefix(after, "fuse") {
+			continue
+		}
+		if mp := unescapeMount(fields[4]); under(mp, dir) {
+			out = append(out, mp)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
 // unmountUnder detaches every mount at or below dir.
 func unmountUnder(dir string) {
 	for _, mp := range mountsUnder(dir) {

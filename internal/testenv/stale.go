@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"errors"
 	"fmt"
 	"github.com/memohfs/memohfs/internal/embedded"
 	"os"
@@ -12,8 +13,10 @@ import (
 
 // cleanStale tears down what runs that died left behind: their daemons
 // (started again over their state if needed, so their tasks can be
-// stopped through the API), CNI leases, netns files, mounts, postmasters,
-// bridges, directories; then ip_forward if no run is left.
+// stopped through the API), the `memohfs up` instances their tests
+// registered, CNI leases, netns files, mounts, postmasters, bridges,
+// directories; then, by pid, every process tied to the test root whose
+// run is not alive (endOrphans); then ip_forward if no run is left.
 func cleanStale() {
 	unlock, err := lockRoot()
 	if err != nil {
@@ -21,6 +24,11 @@ func cleanStale() {
 		return
 	}
 	defer unlock()
+	cleanStaleLocked()
+}
+
+// cleanStaleLocked is cleanStale with the root lock held.
+func cleanStaleLocked() {
 	entries, _ := os.ReadDir(Root)
 	for _, e := range entries {
 		if !e.IsDir() {
@@ -35,12 +43,21 @@ func cleanStale() {
 			fmt.Fprintf(os.Stderr, "testenv: %s: %v\n", dir, err)
 		}
 	}
+	if err := endOrphans(); err != nil {
+		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
+	}
 	if err := restoreIPForward(os.Getpid()); err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
 	}
 }
 
 func cleanRun(dir string) error {
+	// A FUSE server of the run may be wedged (or dead with a caller
+	// stuck on it): abort every connection first, so that nothing below
+	// blocks on it and every process can be ended.
+	for _, m := range fuseMountsUnder(dir) {
+		AbortFUSE(m)
+	}
 	var n NetInfo
 	if b, err := os.ReadFile(filepath.Join(dir, "net")); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 3 {
@@ -67,11 +84,18 @@ func cleanRun(dir string) error {
 			return err
 		}
 	}
-	// Whole memohfs instances (`up`) tests ran under t/.
-	states, _ := filepath.Glob(filepath.Join(dir, "t", "*", "*", "containerd", "config.toml"))
-	for _, conf := range states {
-		state := filepath.Dir(filepath.Dir(conf))
-		if err := CleanupStateDir(state, ""); err != nil {
+	// Whole memohfs instances (`up`) its tests registered, and any other
+	// state dir of one under t/.
+	states := map[string]string{} // state dir -> mount point
+	confs, _ := filepath.Glob(filepath.Join(dir, "t", "*", "*", "containerd", "config.toml"))
+	for _, conf := range confs {
+		states[filepath.Dir(filepath.Dir(conf))] = ""
+	}
+	for _, r := range upRecords(dir) {
+		states[r.state] = r.mnt
+	}
+	for state, mnt := range states {
+		if err := CleanupStateDir(state, mnt); err != nil {
 			fmt.Fprintf(os.Stderr, "testenv: clean up %s: %v\n", state, err)
 		}
 	}
@@ -80,6 +104,10 @@ func cleanRun(dir string) error {
 	more, _ := filepath.Glob(filepath.Join(dir, "t", "*", "pg", "postgres.pid"))
 	for _, p := range append(pids, more...) {
 		embedded.ReadStamp(p).Terminate(syscall.SIGINT, 20*time.Second)
+	}
+	// Whatever of the run still runs: by pid.
+	if left := endProcs(tiedTo(dir), 5*time.Second); len(left) > 0 {
+		return fmt.Errorf("processes of the run outlived SIGKILL: %v", left)
 	}
 	unmountUnder(dir)
 	if n.Bridge != "" {
@@ -91,14 +119,26 @@ func cleanRun(dir string) error {
 	return os.RemoveAll(dir)
 }
 
-// removeRunDir is the last step of a run's own teardown.
+// removeRunDir is the last step of a run's own teardown: the up
+// instances its tests registered and did not clean up (a test that
+// panicked), then anything still tied to the run dir, are ended, and
+// reported: a clean run has nothing left by then.
 func removeRunDir(dir string) error {
-	if left := procsMentioning(dir); len(left) > 0 {
-		return fmt.Errorf("processes of the run still alive: %v", left)
+	var errs []error
+	for _, r := range upRecords(dir) {
+		if err := CleanupStateDir(r.state, r.mnt); err != nil {
+			errs = append(errs, fmt.Errorf("up instance %s: %w", r.state, err))
+		}
+	}
+	if left := tiedTo(dir); len(left) > 0 {
+		errs = append(errs, fmt.Errorf("processes of the run still alive, ended by pid: %v", left))
+		if left := endProcs(left, 5*time.Second); len(left) > 0 {
+			return errors.Join(append(errs, fmt.Errorf("outlived SIGKILL: %v", left))...)
+		}
 	}
 	unmountUnder(dir)
 	if left := mountsUnder(dir); len(left) > 0 {
-		return fmt.Errorf("mounts left under %s: %v", dir, left)
+		return errors.Join(append(errs, fmt.Errorf("mounts left under %s: %v", dir, left))...)
 	}
-	return os.RemoveAll(dir)
+	return errors.Join(append(errs, os.RemoveAll(dir))...)
 }

@@ -142,11 +142,17 @@ func setup(needs Needs) (*Env, error) {
 	if err := os.Chmod(Root, 0o755); err != nil {
 		return nil, err
 	}
-	cleanStale()
-
+	// The stale cleanup and this run's dir under one hold of the root
+	// lock: another run's cleanup never sees the dir before its owner
+	// stamp is written.
+	unlock, err := lockRoot()
+	if err != nil {
+		return nil, err
+	}
+	cleanStaleLocked()
 	e := &Env{}
-	var err error
 	e.ID, e.Dir, err = newRunDir()
+	unlock()
 	if err != nil {
 		return nil, err
 	}
