@@ -106,20 +106,10 @@ func (d *daemon) stop() {
 }
 
 // upInstance gives a test a state dir and mount point, and cleans up
-// whatever is left when it ends.
+// whatever is left when it ends (testenv.Env.UpInstance).
 func upInstance(t *testing.T) (state, mnt string) {
 	t.Helper()
-	dir := testenv.Get(t).TempDir(t)
-	state, mnt = filepath.Join(dir, "state"), filepath.Join(dir, "mnt")
-	t.Cleanup(func() {
-		if err := testenv.CleanupStateDir(state, mnt); err != nil {
-			t.Logf("cleanup: %v", err)
-		}
-		if l, err := newUpLayout(state); err == nil {
-			os.RemoveAll(l.Run)
-		}
-	})
-	return state, mnt
+	return testenv.Get(t).UpInstance(t)
 }
 
 func sh(t *testing.T, script string) string {
