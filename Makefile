@@ -30,12 +30,16 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
 ## test: everything, integration included (root; CI=true turns a missing dependency into a failure),
-## each fuzz target for FUZZTIME, then a check that nothing of the tests is left on the machine
+## each fuzz target for FUZZTIME, then a check that nothing of the tests is left on the machine.
+## The fuzz targets and the check run whatever the tests' outcome; any of the three failing fails make.
 FUZZTIME ?= 10s
 test: deps vet build
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
-	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
-	@./scripts/check-clean.sh
+	@rc=0; \
+	echo "$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./..."; \
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./... || rc=1; \
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME) || rc=1; \
+	./scripts/check-clean.sh || rc=1; \
+	exit $$rc
 
 ## fuzz: the ctl parser and the name checks, FUZZTIME each (seed corpus in <pkg>/testdata/fuzz)
 fuzz:
@@ -44,9 +48,12 @@ fuzz:
 
 ## soak: the same suites with larger counts (1,000 kill points, 400 writers, ...) and 10 minutes of each fuzz target
 soak: deps vet build
-	MEMOHFS_SOAK=1 $(GO) test -count=1 -timeout 8h ./...
-	@$(MAKE) --no-print-directory fuzz FUZZTIME=10m
-	@./scripts/check-clean.sh
+	@rc=0; \
+	echo "MEMOHFS_SOAK=1 $(GO) test -count=1 -timeout 8h ./..."; \
+	MEMOHFS_SOAK=1 $(GO) test -count=1 -timeout 8h ./... || rc=1; \
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10m || rc=1; \
+	./scripts/check-clean.sh || rc=1; \
+	exit $$rc
 
 ## run: serve $(MOUNT) on this machine, state in $(STATE_DIR) (^C stops it; bots keep running)
 run: deps build

@@ -1,41 +1,179 @@
 #!/bin/bash
 # check-clean.sh: after the tests, nothing of theirs is left on the machine:
-# no mount, no process, no bridge, no loop device, no test cgroup, no run
-# dir with content.
+# no mount, no process (found by its command line, its working dir, deleted
+# or not, or its executable under the test root, or as a descendant of one),
+# no containerd shim of a test's containerd or `memohfs up` (its bundle, its
+# socket or its daemon's socket under the test root or in the socket dir of
+# an up instance a test registered), no socket dir of such an instance, no
+# bridge, no loop device, no test cgroup, no run dir.
+#
+# What belongs to a run that is still alive (its dir's owner stamp, "<pid>
+# <start time>", names a live process: another `go test` on this machine) is
+# its own business and left out; `make test` runs this after its own runs
+# ended, so on a machine of its own everything is checked.
 set -u
 root=${MEMOHFS_TEST_ROOT:-/tmp/mfs-test}
+rundirs=/run/memohfs
 fail=0
 say() { echo "check-clean: $*" >&2; fail=1; }
 
-if grep -qE " (fuse\.memohfs|fuse\.rawBridge) " /proc/self/mountinfo && grep -E " (fuse\.memohfs|fuse\.rawBridge) " /proc/self/mountinfo | grep -q "$root"; then
-	say "FUSE mounts left: $(grep -E "$root" /proc/self/mountinfo | awk '{print $5}' | tr '\n' ' ')"
-fi
-if grep -q " $root/" /proc/self/mountinfo; then
-	say "mounts left under $root: $(grep " $root/" /proc/self/mountinfo | awk '{print $5}' | head -5 | tr '\n' ' ')"
-fi
-if pgrep -f "$root/" >/dev/null; then
-	say "processes left: $(pgrep -af "$root/" | head -5)"
-fi
-# A containerd shim or a bot's process runs in its bundle or rootfs under root.
-for p in /proc/[0-9]*; do
-	cwd=$(readlink "$p/cwd" 2>/dev/null) || continue
-	if [[ $cwd == "$root"/* ]]; then
-		say "process ${p#/proc/} left with its working dir in $cwd"
+# alive STAMP: the stamped process still runs (same pid, same start time).
+alive() {
+	local pid=${1%% *} start=${1#* } stat rest
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	{ stat=$(<"/proc/$pid/stat"); } 2>/dev/null || return 1
+	read -ra f <<<"${stat##*) }"
+	[[ ${f[0]} != Z && ${f[19]} == "$start" ]]
+}
+
+declare -A live=()
+for d in "$root"/*/; do
+	[[ -d $d ]] || continue
+	id=$(basename "$d")
+	if [[ -f $d/owner ]] && alive "$(cat "$d/owner")"; then
+		live[$id]=1
 	fi
 done
-if ip -o link show 2>/dev/null | grep -qE ": mfst[0-9a-f]+[:@]"; then
-	say "bridges left: $(ip -o link show | grep -oE 'mfst[0-9a-f]+' | sort -u | tr '\n' ' ')"
+(( ${#live[@]} > 0 )) && echo "check-clean: leaving out ${#live[@]} live run(s) of other test processes: ${!live[*]}"
+
+# run_of PATH: the run dir name under root a path is in ("" if none).
+run_of() {
+	local rest=${1#"$root"/}
+	[[ $rest == "$1" ]] && return
+	echo "${rest%%/*}"
+}
+# mine PATH: the path is under root and not in a live run's dir.
+mine() {
+	[[ $1 == "$root" || $1 == "$root"/* ]] || return 1
+	local id
+	id=$(run_of "$1")
+	[[ -z $id || -z ${live[$id]:-} ]]
+}
+
+# The socket dirs of the up instances registered by runs that are not
+# alive (<run>/up/<hash>, holding the state dir).
+declare -A updirs=()
+for rec in "$root"/*/up/*; do
+	[[ -f $rec ]] || continue
+	id=$(run_of "$rec")
+	[[ -n ${live[$id]:-} ]] && continue
+	updirs[$rundirs/$(basename "$rec")]=1
+done
+
+# Mounts.
+while read -r mp fstype; do
+	mp=$(printf '%b' "$mp")
+	if mine "$mp"; then
+		say "mount left: $mp ($fstype)"
+	fi
+done < <(awk '{for (i = 7; $i != "-"; i++); print $5, $(i+1)}' /proc/self/mountinfo)
+
+# Processes, and their descendants.
+declare -A why=() parent=() cmds=()
+for p in /proc/[0-9]*; do
+	pid=${p#/proc/}
+	[[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+	{ mapfile -d '' -t args <"$p/cmdline"; } 2>/dev/null || continue
+	(( ${#args[@]} > 0 )) || continue
+	cmd="${args[*]}"
+	{ stat=$(<"$p/stat"); } 2>/dev/null || continue
+	read -ra f <<<"${stat##*) }"
+	[[ ${f[0]} == Z ]] && continue
+	parent[$pid]=${f[1]}
+	cmds[$pid]=$cmd
+	cwd=$(readlink "$p/cwd" 2>/dev/null)
+	cwd=${cwd% (deleted)}
+	exe=$(readlink "$p/exe" 2>/dev/null)
+	exe=${exe% (deleted)}
+	for arg in "${args[@]}"; do
+		arg=${arg#*=}
+		if [[ $arg == "$root"/* ]] && mine "$arg"; then
+			why[$pid]="its command line names $arg"
+			break
+		fi
+		for u in "${!updirs[@]}"; do
+			if [[ $arg == "$u"/* ]]; then
+				why[$pid]="its command line names $arg, in the socket dir of a test's memohfs up"
+				break 2
+			fi
+		done
+	done
+	if [[ -z ${why[$pid]:-} ]] && mine "$cwd"; then
+		why[$pid]="its working dir is $cwd"
+	fi
+	if [[ -z ${why[$pid]:-} ]] && mine "$exe"; then
+		why[$pid]="it runs $exe"
+	fi
+	# A containerd shim: its working dir is its bundle, -address is its
+	# containerd's socket.
+	{ comm=$(<"$p/comm"); } 2>/dev/null
+	if [[ -z ${why[$pid]:-} && $comm == containerd-shim* ]]; then
+		addr=$(sed -n 's/.* -address \([^ ]*\).*/\1/p' <<<"$cmd")
+		if mine "$addr"; then
+			why[$pid]="a containerd shim of a test's containerd ($addr)"
+		fi
+		for u in "${!updirs[@]}"; do
+			[[ $addr == "$u"/* ]] && why[$pid]="a containerd shim of a test's memohfs up ($addr)"
+		done
+	fi
+done
+for pid in "${!cmds[@]}"; do
+	if [[ -n ${why[$pid]:-} ]]; then
+		say "process left: $pid: ${cmds[$pid]} (${why[$pid]})"
+		continue
+	fi
+	a=${parent[$pid]:-0} n=0
+	while (( a > 1 && n < 64 )); do
+		if [[ -n ${why[$a]:-} ]]; then
+			say "process left: $pid: ${cmds[$pid]} (a descendant of $a, whose ${why[$a]#its })"
+			break
+		fi
+		a=${parent[$a]:-0} n=$((n + 1))
+	done
+done
+
+# Socket dirs of test up instances.
+for u in "${!updirs[@]}"; do
+	[[ -e $u ]] && say "socket dir of a test's memohfs up left: $u"
+done
+
+# Bridges (mfst<run id>).
+for br in $(ip -o link show 2>/dev/null | grep -oE 'mfst[0-9a-f]+' | sort -u); do
+	[[ -n ${live[${br#mfst}]:-} ]] && continue
+	say "bridge left: $br"
+done
+
+# Loop devices backed by files under root.
+while IFS= read -r line; do
+	f=$(sed -n 's/.*(\(.*\)).*/\1/p' <<<"$line")
+	if mine "$f"; then
+		say "loop device left: ${line%%:*} ($f)"
+	fi
+done < <(losetup -a 2>/dev/null)
+
+# Test cgroups (containerd namespaces of tests: t<n>-<test>). Their names do
+# not say which run made them: checked only when no other run is alive.
+if ls -d /sys/fs/cgroup/*/t[0-9]*-* /sys/fs/cgroup/t[0-9]*-* >/dev/null 2>&1; then
+	if (( ${#live[@]} == 0 )); then
+		say "test cgroups left: $(ls -d /sys/fs/cgroup/*/t[0-9]*-* /sys/fs/cgroup/t[0-9]*-* 2>/dev/null | head -5 | tr '\n' ' ')"
+	else
+		echo "check-clean: test cgroups not checked: other runs are alive"
+	fi
 fi
-if losetup -a 2>/dev/null | grep -q "$root/"; then
-	say "loop devices left: $(losetup -a | grep "$root/" | cut -d: -f1 | tr '\n' ' ')"
-fi
-if ls -d /sys/fs/cgroup/*/t[0-9]*-* >/dev/null 2>&1; then
-	say "test cgroups left: $(ls -d /sys/fs/cgroup/*/t[0-9]*-* | head -5 | tr '\n' ' ')"
-fi
-if [[ -d $root ]] && [[ -n $(ls -A "$root" 2>/dev/null | grep -v '^\.lock$') ]]; then
-	say "run dirs left in $root: $(ls -A "$root" | head -5 | tr '\n' ' ')"
-fi
+
+# Run dirs.
+for e in "$root"/* "$root"/.[!.]*; do
+	[[ -e $e ]] || continue
+	name=$(basename "$e")
+	case $name in
+	.lock) continue ;;
+	ip_forward.orig) (( ${#live[@]} > 0 )) && continue ;;
+	esac
+	[[ -n ${live[$name]:-} ]] && continue
+	say "left in $root: $name"
+done
+
 if (( fail == 0 )); then
-	echo "check-clean: no mounts, processes, bridges, cgroups or run dirs left"
+	echo "check-clean: no mounts, processes, shims, bridges, loop devices, cgroups or run dirs left"
 fi
 exit $fail
