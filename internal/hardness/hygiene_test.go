@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -289,10 +290,23 @@ func readRetry(fd int, b []byte, eintr *atomic.Int64) (int, error) {
 	}
 }
 
-// TestHygiene: 1,000 open/read/close cycles of every synthetic file (and
-// of data/ and the snapshot views) leave the daemon with the goroutines
-// and fds it had before, they stack no mounts, and after the unmount no
-// mount of the test is left.
+// perFile is how many open/close cycles TestHygiene runs on each file and
+// directory of a bot and of a snapshot: the count README.md's hardness
+// table states for it ("1,000 open/close cycles of every synthetic file";
+// TestHygieneCountIsREADMEs holds the two together). make soak runs ten
+// times as many.
+const perFile = 1000
+
+// TestHygiene: perFile (1,000) open/read/close cycles of every synthetic
+// file (and of data/, skills/, snapshots/ and the snapshot views) leave the
+// daemon with the goroutines and fds it had before, they stack no mounts,
+// and after the unmount no mount of the test is left. Every entry a bot's
+// directory and a snapshot's directory list must have its cycles: a file
+// added to the tree without them fails the test. events gets perFile
+// more of a reader that waits and is woken by an event, and perFile of
+// readers interrupted while they wait (four at once). The scenarios after
+// them (snapshot and bot lifetimes) each run container operations per
+// cycle, and run fewer.
 func TestHygiene(t *testing.T) {
 	// Registered before the stack, so it runs after all of the stack's
 	// cleanups. Caveat: testenv.TempDir's cleanup (registered inside
@@ -352,11 +366,14 @@ func TestHygiene(t *testing.T) {
 	}
 	var eintr atomic.Int64
 	var rmdirTook [2][]time.Duration // rmdir of a bot: [data/ view read] [data/ and rootfs/ views read]
-	n := count(1000, 10000)
+	n := count(perFile, 10*perFile)
 	type cycle struct {
 		name string
 		n    int
 		do   func(i int) error
+		// files are the entries of the bot's or the snapshot's dir
+		// (relative to the bot's dir) whose open/close cycles these are.
+		files []string
 	}
 	cycles := []cycle{
 		{"ctl (open O_TRUNC, a verb every 20th, a bad one every 20th, read the verb list)", n, func(i int) error {
@@ -380,9 +397,9 @@ func TestHygiene(t *testing.T) {
 			}
 			_, err = os.ReadFile(p("ctl"))
 			return err
-		}},
-		{"status", n, readFile("status")},
-		{"err", n, readFile("err")},
+		}, []string{"ctl"}},
+		{"status", n, readFile("status"), []string{"status"}},
+		{"err", n, readFile("err"), []string{"err"}},
 		{"events (O_NONBLOCK, to the end)", n, func(int) error {
 			fd, err := unix.Open(p("events"), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 			if err != nil {
@@ -404,23 +421,23 @@ func TestHygiene(t *testing.T) {
 				return errors.New("no events")
 			}
 			return nil
-		}},
-		{"log", n, readFile("log")},
-		{"snapshots/<s>/info", n, readFile("snapshots", snap, "info")},
-		{"snapshots/<s>/data/ file", n, readFile("snapshots", snap, "data", "note")},
-		{"snapshots/<s>/data/ listing", n, list(p("snapshots", snap, "data"))},
-		{"snapshots/<s>/rootfs/ listing", n, list(p("snapshots", snap, "rootfs"))},
-		{"snapshots/<s>/rootfs/ file", n, readFile("snapshots", snap, "rootfs", rootfsFile)},
-		{"snapshots/ listing", n, list(p("snapshots"))},
+		}, []string{"events"}},
+		{"log", n, readFile("log"), []string{"log"}},
+		{"snapshots/<s>/info", n, readFile("snapshots", snap, "info"), []string{"snapshots/" + snap + "/info"}},
+		{"snapshots/<s>/data/ file", n, readFile("snapshots", snap, "data", "note"), nil},
+		{"snapshots/<s>/data/ listing", n, list(p("snapshots", snap, "data")), []string{"snapshots/" + snap + "/data"}},
+		{"snapshots/<s>/rootfs/ listing", n, list(p("snapshots", snap, "rootfs")), []string{"snapshots/" + snap + "/rootfs"}},
+		{"snapshots/<s>/rootfs/ file", n, readFile("snapshots", snap, "rootfs", rootfsFile), nil},
+		{"snapshots/ listing", n, list(p("snapshots")), []string{"snapshots"}},
 		{"skills/ listing and file", n, func(i int) error {
 			if _, err := os.ReadDir(p("skills")); err != nil {
 				return err
 			}
 			_, err := os.ReadFile(p("skills", "demo", "SKILL.md"))
 			return err
-		}},
-		{"/M listing", n, list(s.mnt)},
-		{"bot dir listing", n, list(s.path(bot))},
+		}, []string{"skills"}},
+		{"/M listing", n, list(s.mnt), nil},
+		{"bot dir listing", n, list(s.path(bot)), nil},
 		{"data/ file (read, or open read-write and close)", n, func(i int) error {
 			if i%2 == 0 {
 				_, err := os.ReadFile(p("data", "note"))
@@ -431,7 +448,7 @@ func TestHygiene(t *testing.T) {
 				return err
 			}
 			return f.Close()
-		}},
+		}, []string{"data"}},
 		{"data/ dir (open, readdir, close)", n, func(i int) error {
 			f, err := os.Open(p("data"))
 			if err != nil {
@@ -442,8 +459,8 @@ func TestHygiene(t *testing.T) {
 				err = cerr
 			}
 			return err
-		}},
-		{"events (blocking reader woken by an event)", count(20, 200), func(int) error {
+		}, []string{"data"}},
+		{"events (blocking reader woken by an event)", n, func(int) error {
 			fd, err := unix.Open(p("events"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return err
@@ -466,11 +483,11 @@ func TestHygiene(t *testing.T) {
 			select {
 			case err := <-done:
 				return err
-			case <-time.After(10 * time.Second):
+			case <-time.After(time.Minute):
 				return errors.New("a waiting reader was not woken by a new event")
 			}
-		}},
-		{"events (blocking readers interrupted: cat killed by SIGINT, 4 at once)", count(10, 100), func(int) error {
+		}, nil},
+		{"events (blocking readers interrupted: cat killed by SIGINT, 4 at once)", n / 4, func(int) error {
 			var cmds []*exec.Cmd
 			defer func() {
 				for _, c := range cmds {
@@ -493,7 +510,22 @@ func TestHygiene(t *testing.T) {
 					return fmt.Errorf("cat events: %w", err)
 				}
 			}
-			time.Sleep(5 * time.Millisecond) // let them reach the waiting read
+			// Each one waiting in its read, on the daemon's answer (not
+			// a time: a loaded machine takes longer to get there).
+			for _, c := range cmds {
+				wchan := fmt.Sprintf("/proc/%d/wchan", c.Process.Pid)
+				deadline := time.Now().Add(time.Minute)
+				for {
+					if b, _ := os.ReadFile(wchan); strings.TrimSpace(string(b)) == "request_wait_answer" {
+						break
+					}
+					if time.Now().After(deadline) {
+						b, _ := os.ReadFile(wchan)
+						return fmt.Errorf("cat events did not come to wait in its read (in %q)", b)
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
 			for _, c := range cmds {
 				c.Process.Signal(syscall.SIGINT)
 			}
@@ -504,7 +536,7 @@ func TestHygiene(t *testing.T) {
 			}
 			cmds = nil
 			return nil
-		}},
+		}, nil},
 		{"snapshots/: mkdir a snapshot, read its data/ and rootfs/ views, rmdir it", count(5, 50), func(i int) error {
 			name := "drop-" + strconv.Itoa(i)
 			if err := os.Mkdir(p("snapshots", name), 0o755); err != nil {
@@ -519,7 +551,7 @@ func TestHygiene(t *testing.T) {
 				return err
 			}
 			return syscall.Rmdir(p("snapshots", name))
-		}},
+		}, nil},
 		{"another bot's life: mkdir, snapshot, read its snapshot's data/ (and rootfs/ every other time), rmdir", count(4, 40), func(i int) error {
 			name := "hyg-life-" + strconv.Itoa(i)
 			if err := os.Mkdir(s.path(name), 0o755); err != nil {
@@ -547,8 +579,36 @@ func TestHygiene(t *testing.T) {
 			err := syscall.Rmdir(s.path(name))
 			rmdirTook[len(views)-1] = append(rmdirTook[len(views)-1], time.Since(t0).Round(time.Millisecond))
 			return err
-		}},
+		}, nil},
 	}
+
+	// Every entry of the bot's dir and of the snapshot's has its cycles,
+	// perFile of them.
+	covered := map[string]int{}
+	for _, c := range cycles {
+		for _, f := range c.files {
+			covered[f] += c.n
+		}
+	}
+	var entries []string
+	for _, dir := range []string{"", "snapshots/" + snap} {
+		ents, err := os.ReadDir(p(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			entries = append(entries, filepath.Join(dir, e.Name()))
+		}
+	}
+	for _, e := range entries {
+		if e == "snapshots/"+snap {
+			continue // the snapshot's dir: its entries are listed here
+		}
+		if covered[e] < n {
+			t.Fatalf("%s has %d open/close cycles, want %d: every entry of a bot or snapshot dir gets them", e, covered[e], n)
+		}
+	}
+	t.Logf("%d cycles or more of each of %v", n, entries)
 
 	// Warm up: one round of everything (the rootfs view gets mounted,
 	// trees open their base dirs, the watcher and the database pool get
@@ -561,7 +621,7 @@ func TestHygiene(t *testing.T) {
 		}
 	}
 	mountsBefore := append(testenv.MountsUnder(mntDir), testenv.MountsUnder(s.cfg.StateDir)...)
-	base := settledCensus(t, 10*time.Second)
+	base := settledCensus(t, time.Minute)
 	t.Logf("baseline: %v; go-fuse server goroutines may float up to %d", base, fuseMax())
 
 	start := time.Now()
@@ -575,10 +635,10 @@ func TestHygiene(t *testing.T) {
 		}
 		took := time.Since(t0)
 		after := takeCensus()
-		back, g := backTo(base, 5*time.Second)
+		back, g := backTo(base, 30*time.Second)
 		if g != "" {
 			leaked = true
-			t.Errorf("%s: after %d cycles not back to the baseline within 5s: %v, baseline %v:\n%s", c.name, c.n, back, base, g)
+			t.Errorf("%s: after %d cycles not back to the baseline within 30s: %v, baseline %v:\n%s", c.name, c.n, back, base, g)
 			base = back // attribute what follows to its own file
 			continue
 		}
@@ -589,7 +649,7 @@ func TestHygiene(t *testing.T) {
 	}
 	t.Logf("all cycles: %v; %d reads of events were interrupted (EINTR) and retried", time.Since(start).Round(time.Millisecond), eintr.Load())
 
-	final, g := backTo(base, 5*time.Second)
+	final, g := backTo(base, 30*time.Second)
 	if g != "" && !leaked {
 		t.Errorf("not back to the baseline after all cycles: %v, baseline %v:\n%s", final, base, g)
 	}
@@ -607,5 +667,27 @@ func TestHygiene(t *testing.T) {
 	t.Logf("mounts under the test's dirs: %v", mountsAfter)
 	if st := s.status(bot); st.State != "running" {
 		t.Errorf("the bot after the cycles: %s", st.State)
+	}
+}
+
+// TestHygieneCountIsREADMEs: the count of open/close cycles README.md's
+// hardness table gives TestHygiene is perFile, the count it runs.
+func TestHygieneCountIsREADMEs(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "| `TestHygiene` |") {
+			row = l
+		}
+	}
+	m := regexp.MustCompile(`([0-9][0-9,]*) open/close cycles of every synthetic file`).FindStringSubmatch(row)
+	if m == nil {
+		t.Fatalf("README.md's TestHygiene row does not say how many open/close cycles of every synthetic file: %q", row)
+	}
+	if stated, _ := strconv.Atoi(strings.ReplaceAll(m[1], ",", "")); stated != perFile {
+		t.Fatalf("README.md states %s open/close cycles of every synthetic file; TestHygiene runs %d", m[1], perFile)
 	}
 }
