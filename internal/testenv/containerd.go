@@ -24,6 +24,11 @@ import (
 // Containerd is the run's private containerd daemon.
 type Containerd struct {
 	*embedded.Containerd
+	// sharedCgroups: the daemon's namespaces are not the test's own (a
+	// whole memohfs runs its bots in namespace "memohfs", and runc puts
+	// them in /<namespace>/<container> on every instance on the host):
+	// a sweep removes the cgroups of its containers, not the parent.
+	sharedCgroups bool
 }
 
 // ContainerdBinDir finds the containerd binaries `make deps` built for the
@@ -67,7 +72,7 @@ func launchContainerd(dir, bin string) (*Containerd, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Containerd{c}, nil
+	return &Containerd{Containerd: c}, nil
 }
 
 func (c *Containerd) client() (*containerd.Client, error) {
@@ -114,7 +119,7 @@ func (c *Containerd) sweepAll(n NetInfo) error {
 	}
 	var errs []error
 	for _, ns := range nss {
-		if err := sweepNamespace(ctx, client, ns, n); err != nil {
+		if err := sweepNamespace(ctx, client, ns, n, c.sharedCgroups); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -126,8 +131,9 @@ func (c *Containerd) sweepAll(n NetInfo) error {
 
 // sweepNamespace removes everything in a namespace, in order: tasks,
 // containers (with their CNI and netns), snapshots, images, leases,
-// content, the namespace.
-func sweepNamespace(ctx context.Context, client *containerd.Client, ns string, n NetInfo) error {
+// content, the namespace, then its cgroups: the namespace's parent, or
+// with sharedCgroups only its containers' own.
+func sweepNamespace(ctx context.Context, client *containerd.Client, ns string, n NetInfo, sharedCgroups bool) error {
 	ctx = namespaces.WithNamespace(ctx, ns)
 	var errs []error
 	note := func(what string, err error) {
@@ -186,21 +192,30 @@ func sweepNamespace(ctx context.Context, client *containerd.Client, ns string, n
 	if len(errs) == 0 {
 		note("namespace", client.NamespaceService().Delete(ctx, ns))
 	}
-	note("cgroups", removeCgroups(ns))
+	if sharedCgroups {
+		// Busy: another instance's container of the same name (the
+		// processes of this one are checked by pid, see tiedTo).
+		for _, ctr := range ctrs {
+			note("cgroups", removeCgroups(filepath.Join(ns, ctr.ID()), true))
+		}
+	} else {
+		note("cgroups", removeCgroups(ns, false))
+	}
 	return errors.Join(errs...)
 }
 
-// removeCgroups removes the namespace's parent cgroup (runc, cgroupfs
-// driver, makes /<ns>/<container> and removes only the leaf) from every
-// hierarchy, once it is empty.
-func removeCgroups(ns string) error {
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", ns))
-	if d := filepath.Join("/sys/fs/cgroup", ns); dirExists(d) {
+// removeCgroups removes the cgroup rel (a namespace's parent: runc, cgroupfs
+// driver, makes /<ns>/<container> and removes only the leaf; or one
+// container's) from every hierarchy, once it is empty; with busyOK one
+// that is not empty is left without an error.
+func removeCgroups(rel string, busyOK bool) error {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", rel))
+	if d := filepath.Join("/sys/fs/cgroup", rel); dirExists(d) {
 		dirs = append(dirs, d)
 	}
 	var errs []error
 	for _, d := range dirs {
-		if err := syscall.Rmdir(d); err != nil && err != syscall.ENOENT {
+		if err := syscall.Rmdir(d); err != nil && err != syscall.ENOENT && !(busyOK && err == syscall.EBUSY) {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
 		}
 	}

@@ -25,7 +25,7 @@ func (e *Env) Namespace(t testing.TB) string {
 			return
 		}
 		defer client.Close()
-		if err := sweepNamespace(ctx, client, ns, e.Net); err != nil {
+		if err := sweepNamespace(ctx, client, ns, e.Net, false); err != nil {
 			t.Errorf("sweep namespace %s: %v", ns, err)
 		}
 	})

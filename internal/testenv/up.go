@@ -90,7 +90,7 @@ func CleanupStateDir(stateDir, mnt string) error {
 			var c *embedded.Containerd
 			c, err = embedded.StartContainerd(context.Background(), cfg)
 			if err == nil {
-				tc := &Containerd{c}
+				tc := &Containerd{Containerd: c, sharedCgroups: true}
 				errs = append(errs, tc.sweepAll(stateNet(stateDir)), tc.stop())
 			}
 		}
