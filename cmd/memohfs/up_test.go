@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,11 +46,8 @@ func TestUp(t *testing.T) {
 			t.Errorf("%q still runs after up exited", s)
 		}
 	}
-	l, _ := newUpLayout(state)
-	for _, dir := range []string{state, l.Run} {
-		if left := testenv.ProcsMentioning(dir); len(left) > 0 {
-			t.Errorf("processes of up still run: %v", left)
-		}
+	if left := upLeft(t, state); len(left) > 0 {
+		t.Errorf("processes of up still run: %v", left)
 	}
 	if !strings.Contains(embedded.Tail(d.log, 10), "how=clean") {
 		t.Errorf("log does not say the unmount was clean:\n%s", embedded.Tail(d.log, 10))
@@ -74,7 +72,7 @@ func TestUp(t *testing.T) {
 	}
 	// SIGHUP reloads what it can, and keeps serving.
 	d.cmd.Process.Signal(syscall.SIGHUP)
-	eventually(t, 5*time.Second, "reload logged", func() bool { return strings.Contains(embedded.Tail(d.log, 5), "reload") })
+	eventually(t, time.Minute, "reload logged", func() bool { return strings.Contains(embedded.Tail(d.log, 5), "reload") })
 	if st := statusOf(t, mnt, "b"); st["state"] != "stopped" {
 		t.Fatalf("status after SIGHUP: %v", st)
 	}
@@ -84,10 +82,8 @@ func TestUp(t *testing.T) {
 	d = startUp(t, state, mnt, "--stop-bots-on-exit")
 	sh(t, `echo start > `+mnt+`/b/ctl`)
 	d.stop()
-	for _, dir := range []string{state, l.Run} {
-		if left := testenv.ProcsMentioning(dir); len(left) > 0 {
-			t.Errorf("processes left after --stop-bots-on-exit: %v", left)
-		}
+	if left := upLeft(t, state); len(left) > 0 {
+		t.Errorf("processes left after --stop-bots-on-exit: %v", left)
 	}
 	d = startUp(t, state, mnt)
 	if st := statusOf(t, mnt, "b"); st["state"] != "stopped" || st["exit"] != "0" {
@@ -163,7 +159,11 @@ func runBin(bin string, env []string, args ...string) (string, error) {
 // Postgres and containerd coming up, the mount not yet served) is kept
 // and acted on once it serves: a clean exit, the mount gone, nothing it
 // started left running. Without catching signals from the start, the
-// default action killed it and left the mount behind.
+// default action killed it and left the mount behind. The signal is sent
+// once up has reached a step (its Postgres running, then its containerd
+// running), not after a time a loaded machine could stretch; a round in
+// which the mount was already served when the step was seen missed its
+// window and fails.
 func TestUpSignalWhileStarting(t *testing.T) {
 	state, mnt := upInstance(t)
 	env := testenv.Get(t)
@@ -171,7 +171,16 @@ func TestUpSignalWhileStarting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, delay := range []time.Duration{100 * time.Millisecond, 400 * time.Millisecond} {
+	running := func(pidFile string) func() bool {
+		return func() bool { return embedded.ReadStamp(filepath.Join(state, pidFile)).Alive() }
+	}
+	for i, step := range []struct {
+		what    string
+		reached func() bool
+	}{
+		{"its Postgres running", running("postgres/postgres.pid")},
+		{"its containerd running", running("containerd/containerd.pid")},
+	} {
 		var out bytes.Buffer
 		cmd := exec.Command(binary(t), "up", "--mount", mnt, "--state-dir", state, "--containerd-bin", bin,
 			"--bridge", env.Net.Bridge, "--subnet", env.Net.Subnet)
@@ -179,27 +188,53 @@ func TestUpSignalWhileStarting(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(delay)
-		cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
+		exited := false
+		eventually(t, 3*time.Minute, fmt.Sprintf("round %d: %s", i, step.what), func() bool {
+			select {
+			case err := <-done:
+				done <- err
+				exited = true
+				return true
+			default:
+			}
+			return step.reached()
+		})
+		if exited {
+			t.Fatalf("round %d: up exited before %s:\n%s", i, step.what, out.String())
+		}
+		if st, _ := mount.Check(mnt); st != mount.NotMounted {
+			cmd.Process.Signal(syscall.SIGTERM)
+			<-done
+			t.Fatalf("round %d: the mount was %s already when %s was seen: the signal would not land while up starts", i, st, step.what)
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Fatalf("round %d: SIGTERM %v after start: %v\n%s", i, delay, err, out.String())
+				t.Fatalf("round %d: SIGTERM with %s: %v\n%s", i, step.what, err, out.String())
 			}
-		case <-time.After(90 * time.Second):
+		case <-time.After(3 * time.Minute):
 			cmd.Process.Kill()
 			t.Fatalf("round %d: up did not exit after SIGTERM:\n%s", i, out.String())
 		}
 		if st, _ := mount.Check(mnt); st != mount.NotMounted {
 			t.Fatalf("round %d: mount left: %v", i, st)
 		}
-		l, _ := newUpLayout(state)
-		for _, dir := range []string{state, l.Run} {
-			if left := testenv.ProcsMentioning(dir); len(left) > 0 {
-				t.Fatalf("round %d: processes left: %v", i, left)
-			}
+		if left := upLeft(t, state); len(left) > 0 {
+			t.Fatalf("round %d: processes left: %v", i, left)
 		}
 	}
+}
+
+// upLeft lists the processes tied to an up instance (its state dir or
+// socket dir: daemons, shims by their bundle, their descendants).
+func upLeft(t *testing.T, state string) []string {
+	t.Helper()
+	l, err := newUpLayout(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testenv.ProcsTiedTo(l.State, l.Run)
 }
