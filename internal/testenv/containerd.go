@@ -150,7 +150,7 @@ func sweepNamespace(ctx context.Context, client *containerd.Client, ns string, n
 					note("kill "+ctr.ID(), task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll))
 					select {
 					case <-exited:
-					case <-time.After(10 * time.Second):
+					case <-time.After(time.Minute):
 						note("kill "+ctr.ID(), errors.New("task did not exit after SIGKILL"))
 					}
 				}

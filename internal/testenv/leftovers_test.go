@@ -114,7 +114,7 @@ func TestOrphansEnded(t *testing.T) {
 	cleanStale()
 
 	for name, s := range map[string]embedded.Stamp{"shim": shimStamp, "its child": child} {
-		if waitAlive(s, 5*time.Second) {
+		if waitAlive(s, 30*time.Second) {
 			t.Errorf("the dead run's %s still runs after the cleanup", name)
 		}
 	}

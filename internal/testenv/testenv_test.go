@@ -102,7 +102,7 @@ func TestStaleRunCleanup(t *testing.T) {
 	cleanStale()
 
 	for name, stamp := range map[string]string{"containerd": o.ContainerdStamp, "postgres": o.PostgresStamp, "task": o.TaskStamp} {
-		if waitAlive(embedded.Stamp(stamp), 5*time.Second) {
+		if waitAlive(embedded.Stamp(stamp), 30*time.Second) {
 			t.Errorf("the orphan's %s still runs after cleanup", name)
 		}
 	}
