@@ -41,7 +41,8 @@ type treeWatch struct {
 	lmu    sync.Mutex
 	logged map[string]bool // degraded kinds already logged
 
-	overflows int // IN_Q_OVERFLOWs seen (mu)
+	overflows int    // IN_Q_OVERFLOWs seen (mu)
+	dirBuf    []byte // getdents buffer of the walk (run only)
 }
 
 // burst gathers the events of one path after the first.

@@ -1,6 +1,7 @@
 package fsnodes
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 	"strings"
@@ -226,7 +227,10 @@ func (tw *treeWatch) watchDir(n *wnode, max int) (wd int32, names []string, more
 	if tw.w.hook != nil {
 		tw.w.hook()
 	}
-	names, more, err = subdirs(fd, max)
+	if tw.dirBuf == nil {
+		tw.dirBuf = make([]byte, 32<<10)
+	}
+	names, more, err = subdirs(fd, max, tw.dirBuf)
 	if err != nil {
 		// Watched, but not all of it listed: not all covered.
 		more = true
@@ -296,10 +300,9 @@ func openBeneath(dir int, rel string, flags int) (int, error) {
 }
 
 // subdirs lists up to max subdirectories of the directory open as fd
-// (more: there are others), by getdents and, where the fs gives no type,
-// fstatat without following links.
-func subdirs(fd, max int) (names []string, more bool, err error) {
-	buf := make([]byte, 32<<10)
+// (more: there are others), by getdents into buf and, where the fs gives
+// no type, fstatat without following links.
+func subdirs(fd, max int, buf []byte) (names []string, more bool, err error) {
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if errors.Is(err, unix.EINTR) {
@@ -316,7 +319,7 @@ func subdirs(fd, max int) (names []string, more bool, err error) {
 			reclen := int(*(*uint16)(unsafe.Pointer(&buf[off+16])))
 			typ := buf[off+18]
 			raw := buf[off+19 : off+reclen]
-			if i := strings.IndexByte(string(raw), 0); i >= 0 {
+			if i := bytes.IndexByte(raw, 0); i >= 0 {
 				raw = raw[:i]
 			}
 			off += reclen
