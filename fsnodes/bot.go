@@ -37,12 +37,16 @@ func newBotDir(r *Root, st control.Status) *botDir {
 		r.watch.watchTree(dataDir, b.invalidate)
 		return dataDir, nil
 	}
-	b.data = newTree(r.opts, base, "", false)
-	b.skills = newTree(r.opts, base, ".skills", false)
+	b.data = newTree(r.opts, r.creds, base, "", readWrite)
+	b.skills = newTree(r.opts, r.creds, base, ".skills", readWrite)
 	// skills/ and data/.skills are two views of the same files: neither
 	// is cached by the kernel, so each sees the other's changes at once.
 	underSkills := func(rel string) bool { _, ok := cutPrefixDir(rel, ".skills"); return ok }
-	b.data.uncached, b.skills.uncached = underSkills, underSkills
+	// Nor what the watcher does not see (beyond the bot's watch limits,
+	// or not walked yet): it would stay stale for the whole TTL.
+	watched := r.watch.covers(dataDir)
+	b.data.uncached = func(rel string) bool { return underSkills(rel) || !watched(rel) }
+	b.skills.uncached = underSkills
 	return b
 }
 
@@ -107,8 +111,8 @@ func (b *botDir) OnAdd(ctx context.Context) {
 	}}, syscall.S_IFREG)
 	add("events", &eventsFile{b: b}, syscall.S_IFREG)
 	add("log", &logFile{b: b}, syscall.S_IFREG)
-	add("data", &dataNode{t: b.data}, syscall.S_IFDIR)
-	add("skills", &skillsRoot{dataNode{t: b.skills}}, syscall.S_IFDIR)
+	add("data", &dataNode{t: b.data, root: true, fd: -1}, syscall.S_IFDIR)
+	add("skills", &skillsRoot{dataNode{t: b.skills, root: true, fd: -1}}, syscall.S_IFDIR)
 	b.snaps = &snapshotsDir{b: b}
 	add("snapshots", b.snaps, syscall.S_IFDIR)
 }
@@ -164,7 +168,7 @@ func (b *botDir) releaseViews() {
 type skillsRoot struct{ dataNode }
 
 func (s *skillsRoot) ensure(ctx context.Context) syscall.Errno {
-	return s.t.withBase(ctx, func(base int) syscall.Errno {
+	return s.t.withBaseDir(ctx, func(base int) syscall.Errno {
 		err := mkdirBeneath(base, ".skills", 0o755)
 		if err != nil && err != syscall.EEXIST {
 			return errnoOf(err)

@@ -29,20 +29,18 @@ func newDataFile(fd int) *dataFile {
 	return &dataFile{LoopbackFile: fs.NewLoopbackFile(fd).(*fs.LoopbackFile), fd: fd}
 }
 
-// newFile makes a handle for fd, registered with the node while open.
+// newFile makes a handle of the node for fd, a file open for I/O.
 func (n *dataNode) newFile(fd int) *dataFile {
 	f := newDataFile(fd)
 	f.n = n
 	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil && fl&unix.O_ACCMODE != unix.O_RDONLY {
 		f.writable = true
 	}
-	n.track(fd)
 	return f
 }
 
 func (f *dataFile) Release(ctx context.Context) syscall.Errno {
 	if f.n != nil {
-		f.n.untrack(f.fd)
 		if f.writable {
 			// What it wrote is the kernel's own doing: the watcher must
 			// not drop caches for it.
@@ -70,3 +68,20 @@ func (f *dataFile) copyTo(o *dataFile, offIn, offOut, length, flags uint64) (uin
 	n, err := unix.CopyFileRange(f.fd, &in, o.fd, &out, int(length), int(flags))
 	return uint32(n), fs.ToErrno(err)
 }
+
+var _ fs.NodeCopyFileRanger = (*dataNode)(nil)
+
+func (n *dataNode) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle,
+	offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	in, ok1 := fhIn.(*dataFile)
+	o, ok2 := fhOut.(*dataFile)
+	if !ok1 || !ok2 {
+		return 0, syscall.EXDEV
+	}
+	if e := n.writable(); e != 0 {
+		return 0, e
+	}
+	return in.copyTo(o, offIn, offOut, length, flags)
+}
+
+var _ fs.FilePassthroughFder = (*dataFile)(nil)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -120,7 +121,9 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 			EnableAcl: true,
 			// No GETXATTR(security.capability) round trip before every
 			// write; memohfs clears setuid/setgid itself (see Setattr).
-			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+			// The mode and the caller's umask come apart (see umask.go),
+			// and a create carries the caller's supplementary group.
+			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_DONT_MASK | fuse.CAP_CREATE_SUPP_GROUP,
 		},
 		// No default timeouts: every node says how long the kernel may
 		// cache it (go-fuse would turn an explicit 0 into its default).
@@ -132,11 +135,20 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 	if o.NoPassthrough {
 		opts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
-	server, err := fs.Mount(dir, root, opts)
+	raiseFdLimit(o.Logger)
+	raw := &umaskFS{RawFileSystem: fs.NewNodeFS(root, opts)}
+	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
 		root.close()
 		return nil, nil, err
 	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		server.Unmount()
+		root.close()
+		return nil, nil, err
+	}
+	raw.dontMask.Store(server.KernelSettings().Flags64()&fuse.CAP_DONT_MASK != 0)
 	closeOnExecFUSE()
 	root.dataIO = probeDataIO(server, o.NoPassthrough)
 	o.Logger.Info("data/ file I/O", "mode", root.dataIO)
@@ -205,4 +217,26 @@ func noNegative(out *fuse.EntryOut) { out.SetEntryTimeout(time.Nanosecond) }
 func cacheEntry(out *fuse.EntryOut, entry, attr time.Duration) {
 	out.SetEntryTimeout(entry)
 	out.SetAttrTimeout(attr)
+}
+
+// raiseFdLimit lets memohfs hold one fd per host file the kernel knows
+// (see dataNode), as virtiofsd does: the soft and hard limits go up to
+// the kernel's per-process maximum (fs.nr_open) when memohfs may.
+func raiseFdLimit(log *slog.Logger) {
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) != nil {
+		return
+	}
+	max := lim.Max
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && v > max {
+			max = v
+		}
+	}
+	want := unix.Rlimit{Cur: max, Max: max}
+	if unix.Setrlimit(unix.RLIMIT_NOFILE, &want) != nil {
+		want = unix.Rlimit{Cur: lim.Max, Max: lim.Max}
+		unix.Setrlimit(unix.RLIMIT_NOFILE, &want)
+	}
+	log.Debug("fd limit", "soft", want.Cur, "hard", want.Max)
 }

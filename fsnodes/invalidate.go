@@ -47,7 +47,7 @@ func (t *tree) invalidate(ch change) {
 	t.settled(full, time.Second)
 	child := dir.GetChild(name)
 	var x unix.Statx_t
-	exists := t.withBase(ctxBackground(), func(base int) syscall.Errno {
+	exists := t.withBaseDir(ctxBackground(), func(base int) syscall.Errno {
 		fd, err := openRel(base, t.rel(dir), unix.O_PATH|unix.O_DIRECTORY, 0)
 		if err != nil {
 			return gofs.ToErrno(err)

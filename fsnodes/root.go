@@ -8,6 +8,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/memohfs/memohfs/control"
+	"github.com/memohfs/memohfs/internal/creds"
 )
 
 // Root is /M: one directory per bot. mkdir creates a bot, rmdir deletes it.
@@ -21,7 +22,8 @@ type Root struct {
 	life    context.Context // ends at Close: wakes readers waiting on events
 	endLife context.CancelFunc
 	watch   *watcher
-	dataIO  string // "passthrough" or "fuse (why)", set at mount
+	dataIO  string      // "passthrough" or "fuse (why)", set at mount
+	creds   *creds.Pool // runs data/ calls as their callers
 
 	mu   sync.Mutex
 	bots map[string]*botDir // bot dirs handed to the kernel
@@ -46,9 +48,13 @@ func (r *Root) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 	return ds, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
+// credThreads is how many threads run data/ calls with their callers'
+// credentials: calls beyond that wait for a free one.
+const credThreads = 16
+
 func newRoot(c *control.Controller, o Options) *Root {
 	r := &Root{c: c, opts: o, changes: make(chan control.Change, 256), done: make(chan struct{}),
-		bots: map[string]*botDir{}}
+		bots: map[string]*botDir{}, creds: creds.NewPool(credThreads)}
 	r.life, r.endLife = context.WithCancel(context.Background())
 	r.watch = newWatcher(o.Logger)
 	c.Watch(func(ch control.Change) {

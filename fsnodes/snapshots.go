@@ -142,8 +142,9 @@ func (s *snapDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOu
 
 func (s *snapDir) OnAdd(ctx context.Context) {
 	c, bot, name := s.d.b.r.c, s.d.b.name, s.name
-	s.rootfs = newTree(s.d.b.r.opts, func(ctx context.Context) (string, error) { return c.SnapshotRootfs(ctx, bot, name) }, "", true)
-	s.data = newTree(s.d.b.r.opts, func(ctx context.Context) (string, error) { return c.SnapshotData(ctx, bot, name) }, "", true)
+	pool := s.d.b.r.creds
+	s.rootfs = newTree(s.d.b.r.opts, pool, func(ctx context.Context) (string, error) { return c.SnapshotRootfs(ctx, bot, name) }, "", readOnly)
+	s.data = newTree(s.d.b.r.opts, pool, func(ctx context.Context) (string, error) { return c.SnapshotData(ctx, bot, name) }, "", readOnly)
 	add := func(n string, node fs.InodeEmbedder, mode uint32) {
 		s.AddChild(n, s.NewPersistentInode(ctx, node, fs.StableAttr{Mode: mode}), false)
 	}
@@ -151,8 +152,8 @@ func (s *snapDir) OnAdd(ctx context.Context) {
 		info, err := c.Snapshot(ctx, bot, name)
 		return []byte(info.String()), err
 	}}, syscall.S_IFREG)
-	add("rootfs", &dataNode{t: s.rootfs}, syscall.S_IFDIR)
-	add("data", &dataNode{t: s.data}, syscall.S_IFDIR)
+	add("rootfs", &dataNode{t: s.rootfs, root: true, fd: -1}, syscall.S_IFDIR)
+	add("data", &dataNode{t: s.data, root: true, fd: -1}, syscall.S_IFDIR)
 }
 
 // release closes the views' fds, so the snapshot can be dropped.

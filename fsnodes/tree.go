@@ -7,24 +7,26 @@ import (
 	"path"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/memohfs/memohfs/internal/creds"
 	"golang.org/x/sys/unix"
 )
 
 // A tree serves a host directory it does not trust (a bot's data dir, a
 // snapshot's copy of it, a snapshot's rootfs) as a subtree of the mount.
 //
-// Every host access resolves the node's path relative to an open fd of
-// the tree's base directory with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)
-// and then acts on the last component with no-follow semantics. A symlink
-// anywhere in the tree, planted by the bot or swapped in during an
-// operation, is never followed by the daemon: symlinks are returned to the
-// kernel, which resolves them in the caller's context with the caller's
-// rights.
+// Each node holds its host file open as an O_PATH fd, taken from its
+// parent's fd without following links (see dataNode); the root is the
+// base directory's fd. A symlink anywhere in the tree, planted by the bot
+// or swapped in during an operation, is never followed by the daemon:
+// symlinks are returned to the kernel, which resolves them in the
+// caller's context with the caller's rights (and, with nosymfollow on
+// the mount, refuses to).
 type tree struct {
 	id       uint64 // mixed into inode generations: trees never share inodes
 	readOnly bool
@@ -48,6 +50,14 @@ type tree struct {
 	baseDev uint64
 
 	root *fs.Inode // the tree's root node, set when it is added
+
+	// byID holds the node of every host file the kernel knows, by
+	// identity, each with its fd (see dataNode).
+	idMu sync.Mutex
+	byID map[fs.StableAttr]*dataNode
+	fds  atomic.Int64
+
+	pool *creds.Pool // runs calls as their callers
 
 	// own remembers how memohfs itself last left paths it changed, so the
 	// watcher does not drop caches for changes the kernel made itself.
@@ -183,18 +193,48 @@ var treeIDs struct {
 	next uint64
 }
 
-func newTree(o Options, resolve func(ctx context.Context) (string, error), prefix string, readOnly bool) *tree {
+// access says whether a tree can be changed through the mount.
+type access bool
+
+const (
+	readWrite access = false
+	readOnly  access = true
+)
+
+func newTree(o Options, pool *creds.Pool, resolve func(ctx context.Context) (string, error), prefix string, a access) *tree {
 	treeIDs.Lock()
 	treeIDs.next++
 	id := treeIDs.next
 	treeIDs.Unlock()
-	return &tree{id: id, resolve: resolve, prefix: prefix, readOnly: readOnly, baseFd: -1,
-		entryTTL: o.DataTTL, attrTTL: o.DataTTL}
+	return &tree{id: id, resolve: resolve, prefix: prefix, readOnly: bool(a), baseFd: -1,
+		entryTTL: o.DataTTL, attrTTL: o.DataTTL, pool: pool}
 }
 
-// withBase runs fn with the base dir fd, opening it first if needed. The
-// fd stays valid while fn runs.
+// withBase runs fn with the fd of the tree's root node's directory (the
+// base, or the prefix below it), opening it first if needed. The fd stays
+// valid while fn runs.
+//
+// A tree with a prefix (skills/ is data/.skills) opens the prefix again
+// for every call, beneath the base and without following links: the bot
+// may rename or replace .skills at any time, and skills/ must show what
+// the name holds now.
 func (t *tree) withBase(ctx context.Context, fn func(base int) syscall.Errno) syscall.Errno {
+	if t.prefix == "" {
+		return t.withBaseDir(ctx, fn)
+	}
+	return t.withBaseDir(ctx, func(base int) syscall.Errno {
+		fd, err := openRel(base, t.prefix, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return fs.ToErrno(err)
+		}
+		defer unix.Close(fd)
+		return fn(fd)
+	})
+}
+
+// withBaseDir runs fn with the base dir's fd: the dir t.rel's paths are
+// relative to (for a tree with a prefix, the prefix's parent).
+func (t *tree) withBaseDir(ctx context.Context, fn func(base int) syscall.Errno) syscall.Errno {
 	t.mu.RLock()
 	if t.baseFd >= 0 {
 		defer t.mu.RUnlock()
@@ -208,7 +248,9 @@ func (t *tree) withBase(ctx context.Context, fn func(base int) syscall.Errno) sy
 			t.mu.Unlock()
 			return errnoOf(err)
 		}
-		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		// dir is memohfs's own path (the data root's, made by memohfs),
+		// not one a bot controls.
+		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.mu.Unlock()
 			return fs.ToErrno(err)
@@ -222,11 +264,13 @@ func (t *tree) withBase(ctx context.Context, fn func(base int) syscall.Errno) sy
 		t.baseFd, t.baseDev = fd, st.Dev
 	}
 	t.mu.Unlock()
-	return t.withBase(ctx, fn)
+	return t.withBaseDir(ctx, fn)
 }
 
-// reset drops the base fd; the next operation resolves the base again
-// (the data dir was replaced by a restore).
+// reset drops the base fd and every node's fd: the next operation
+// resolves the base again (the data dir was replaced by a restore, or a
+// snapshot view is let go so it can be removed). A node the kernel still
+// has is found again, by the same file, or answers ESTALE.
 func (t *tree) reset() {
 	t.mu.Lock()
 	if t.baseFd >= 0 {
@@ -234,7 +278,102 @@ func (t *tree) reset() {
 		t.baseFd = -1
 	}
 	t.mu.Unlock()
+	t.idMu.Lock()
+	nodes := t.byID
+	t.byID = nil
+	t.idMu.Unlock()
+	for _, n := range nodes {
+		n.mu.Lock()
+		if n.fd >= 0 {
+			unix.Close(n.fd)
+			n.fd = -1
+		}
+		n.mu.Unlock()
+	}
 }
+
+// nodeFor returns the node for the host file open as fd (O_PATH, taken
+// over) with identity id, found from directory node parent: the node the
+// tree has for that file already, if any (a hard link, or a name looked
+// up again), which keeps one fd per file; else a new node holding fd.
+func (t *tree) nodeFor(ctx context.Context, parent *dataNode, fd int, id fs.StableAttr) *fs.Inode {
+	t.idMu.Lock()
+	if old := t.byID[id]; old != nil {
+		t.idMu.Unlock()
+		old.mu.Lock()
+		if old.fd < 0 {
+			old.fd, fd = fd, -1
+		}
+		old.mu.Unlock()
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return old.EmbeddedInode()
+	}
+	n := &dataNode{t: t, fd: fd, id: id}
+	if t.byID == nil {
+		t.byID = map[fs.StableAttr]*dataNode{}
+	}
+	t.byID[id] = n
+	t.fds.Add(1)
+	t.idMu.Unlock()
+	return parent.NewInode(ctx, n, id)
+}
+
+// keep gives node n the fd found for it again (see dataNode.reopen).
+func (t *tree) keep(n *dataNode, fd int) {
+	t.idMu.Lock()
+	if other := t.byID[n.id]; other != n {
+		if t.byID == nil {
+			t.byID = map[fs.StableAttr]*dataNode{}
+		}
+		t.byID[n.id] = n
+		if other == nil {
+			t.fds.Add(1)
+		} else if other.Forgotten() {
+			// A node made while n was being forgotten and revived, which
+			// the kernel never took: its fd goes.
+			other.mu.Lock()
+			if other.fd >= 0 {
+				unix.Close(other.fd)
+				other.fd = -1
+			}
+			other.mu.Unlock()
+		}
+	}
+	t.idMu.Unlock()
+	n.mu.Lock()
+	if n.fd < 0 {
+		n.fd, fd = fd, -1
+	}
+	n.mu.Unlock()
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// forget closes n's fd once the kernel forgot n, unless a lookup has
+// brought it back meanwhile.
+func (t *tree) forget(n *dataNode) {
+	t.idMu.Lock()
+	defer t.idMu.Unlock()
+	if !n.Forgotten() {
+		return
+	}
+	if t.byID[n.id] == n {
+		delete(t.byID, n.id)
+		t.fds.Add(-1)
+	}
+	n.mu.Lock()
+	if n.fd >= 0 {
+		unix.Close(n.fd)
+		n.fd = -1
+	}
+	n.mu.Unlock()
+}
+
+// Fds is how many host files the tree holds open for the kernel's nodes.
+func (t *tree) Fds() int64 { return t.fds.Load() }
 
 // rel is the path of node n relative to the base dir ("." for the base).
 func (t *tree) rel(n *fs.Inode) string {
@@ -267,23 +406,6 @@ func openRel(base int, rel string, flags int, mode uint32) (int, error) {
 		}
 		return fd, err
 	}
-}
-
-// dirOf opens the directory holding node n and returns it with n's name
-// in it. For the tree's own root it opens the root's parent... which is
-// never needed: callers handle the root (name ".") with the fd itself.
-func (t *tree) at(base int, n *fs.Inode) (dirfd int, name string, err error) {
-	rel := t.rel(n)
-	dir, name := path.Split(rel)
-	if dir == "" {
-		dir = "."
-	}
-	if rel == "." {
-		fd, err := openRel(base, ".", unix.O_PATH|unix.O_DIRECTORY, 0)
-		return fd, "", err
-	}
-	fd, err := openRel(base, dir, unix.O_PATH|unix.O_DIRECTORY, 0)
-	return fd, name, err
 }
 
 // stable gives the identity of a host file in this tree: its inode number

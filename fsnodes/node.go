@@ -1,0 +1,193 @@
+package fsnodes
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/memohfs/memohfs/internal/creds"
+	"golang.org/x/sys/unix"
+)
+
+// dataNode is a file or directory of a tree (see tree): one host inode,
+// held open as an O_PATH fd from the LOOKUP (or CREATE, MKDIR, ...) that
+// found it to the FORGET that drops it, as virtiofsd and libfuse's
+// passthrough_hp keep lo_inode->fd.
+//
+// Every operation reaches the host through that fd (hostFd), or through
+// *at calls on its parent's fd for the name it was asked about: a name is
+// never walked again from the top, so a bot that swaps a directory on the
+// way for a symlink, or a file for a fifo, changes nothing for a node the
+// kernel already has. A node whose fd was dropped (the tree was reset by
+// a restore) is found again from the tree's base without following links,
+// and only if the same file is still there; else it answers ESTALE.
+//
+// Calls that create, remove, rename or change entries run with the
+// caller's credentials (asCaller): the host kernel applies ownership,
+// setgid inheritance and stripping, sticky dirs, default ACLs and the
+// umask itself.
+type dataNode struct {
+	fs.Inode
+	t *tree
+	// root marks the tree's root node (data/, skills/, a snapshot's
+	// views): its fd is the tree's base, held by the tree.
+	root bool
+
+	mu sync.RWMutex // guards fd against a close while it is used
+	fd int          // O_PATH|O_NOFOLLOW; -1 once dropped
+	id fs.StableAttr
+}
+
+var _ fs.NodeOnAdder = (*dataNode)(nil)
+
+func (n *dataNode) OnAdd(ctx context.Context) {
+	if n.root && n.t.root == nil {
+		n.t.root = n.EmbeddedInode()
+	}
+}
+
+var _ fs.NodeWrapChilder = (*dataNode)(nil)
+
+func (n *dataNode) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder { return ops }
+
+// hostFd runs fn with the node's host fd: the one way every operation
+// reaches the host inode. The fd is O_PATH (it reads nothing, opens
+// nothing) and stays valid while fn runs.
+func (n *dataNode) hostFd(ctx context.Context, fn func(fd int) syscall.Errno) syscall.Errno {
+	if n.root {
+		return n.t.withBase(ctx, fn)
+	}
+	for tries := 0; ; tries++ {
+		n.mu.RLock()
+		if n.fd >= 0 {
+			defer n.mu.RUnlock()
+			return fn(n.fd)
+		}
+		n.mu.RUnlock()
+		if tries > 0 {
+			return syscall.ESTALE
+		}
+		if e := n.reopen(ctx); e != 0 {
+			return e
+		}
+	}
+}
+
+// reopen finds a node whose fd was dropped again, from the tree's base
+// with no symlink followed, and takes it only if it is the same file.
+func (n *dataNode) reopen(ctx context.Context) syscall.Errno {
+	_, parent := n.Parent()
+	if parent == nil {
+		return syscall.ESTALE // deleted since, and nobody holds it open
+	}
+	return n.t.withBaseDir(ctx, func(base int) syscall.Errno {
+		fd, err := openRel(base, n.t.rel(n.EmbeddedInode()), unix.O_PATH|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return syscall.ESTALE
+		}
+		var x unix.Statx_t
+		if statx(fd, "", &x) != nil || n.t.stable(&x) != n.StableAttr() {
+			unix.Close(fd)
+			return syscall.ESTALE
+		}
+		n.t.keep(n, fd)
+		return 0
+	})
+}
+
+// OnForget closes the fd once the kernel has forgotten the node.
+func (n *dataNode) OnForget() {
+	if !n.root {
+		n.t.forget(n)
+	}
+}
+
+var _ fs.NodeOnForgetter = (*dataNode)(nil)
+
+// lookupChild opens name in the directory dirfd without following it,
+// and returns the node for what it found: the node the tree already has
+// for that file (it keeps its own fd), or a new one holding this fd.
+func (n *dataNode) lookupChild(ctx context.Context, dirfd int, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	fd, err := openRel(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	return n.childOf(ctx, fd, name, out, false)
+}
+
+// childOf makes fd (an O_PATH fd of name in n, which it takes over) a
+// node of the tree, with the entry's attributes from fstat of fd itself.
+// made says the caller just made it: memohfs notes its state as its own,
+// so the watcher does not drop the kernel's caches for it.
+func (n *dataNode) childOf(ctx context.Context, fd int, name string, out *fuse.EntryOut, made bool) (*fs.Inode, syscall.Errno) {
+	var x unix.Statx_t
+	if err := statx(fd, "", &x); err != nil {
+		unix.Close(fd)
+		return nil, fs.ToErrno(err)
+	}
+	if made {
+		n.t.noteOwn(n.t.relOf(n.EmbeddedInode(), name), &x)
+	}
+	attrFromStatx(&out.Attr, &x)
+	n.cacheHint(name, out)
+	return n.t.nodeFor(ctx, n, fd, n.t.stable(&x)), 0
+}
+
+// asCaller runs fn with the credentials of the process that made the
+// request (see internal/creds). umask is applied by the host to what fn
+// creates; for calls that create nothing pass 0. A root caller's calls
+// that create nothing run on the request's own thread.
+func (n *dataNode) asCaller(ctx context.Context, creates bool, umask uint32, fn func() error) syscall.Errno {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return fs.ToErrno(fn()) // memohfs's own call, not a user's
+	}
+	if c.Uid == 0 && !creates {
+		return fs.ToErrno(fn())
+	}
+	cred := creds.Caller(c.Pid, c.Uid, c.Gid, umask)
+	return fs.ToErrno(n.t.pool.Run(cred, fn))
+}
+
+// cacheHint sets the kernel cache timeouts of a child: the tree's, or
+// none for paths the tree does not let the kernel cache.
+func (n *dataNode) cacheHint(name string, out *fuse.EntryOut) {
+	if n.t.noCache(n.t.relOf(n.EmbeddedInode(), name)) {
+		cacheEntry(out, uncached, uncached)
+		return
+	}
+	cacheEntry(out, n.t.entryTTL, n.t.attrTTL)
+}
+
+func (n *dataNode) writable() syscall.Errno {
+	if n.t.readOnly {
+		return syscall.EROFS
+	}
+	return 0
+}
+
+// changeIn runs fn, which makes or removes the entry name in n, with n's
+// fd; memohfs counts as changing name and n (whose mtime moves) until it
+// is done, and n's new state is noted as its own.
+func (n *dataNode) changeIn(ctx context.Context, name string, fn func(dirfd int) syscall.Errno) syscall.Errno {
+	rel := n.t.rel(n.EmbeddedInode())
+	defer n.t.owning(rel, n.t.relOf(n.EmbeddedInode(), name))()
+	return n.hostFd(ctx, func(dirfd int) syscall.Errno {
+		e := fn(dirfd)
+		if e == 0 {
+			n.noteOwnDir(rel, dirfd)
+		}
+		return e
+	})
+}
+
+// noteOwnDir notes the state of directory dirfd (n, at rel) after
+// memohfs changed its entries.
+func (n *dataNode) noteOwnDir(rel string, dirfd int) {
+	var x unix.Statx_t
+	if statx(dirfd, "", &x) == nil {
+		n.t.noteOwn(rel, &x)
+	}
+}
