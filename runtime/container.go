@@ -265,17 +265,19 @@ func (c *Containerd) deleteContainer(ctx context.Context, bot string, ctr contai
 	task, err := ctr.Task(ctx, nil)
 	if err == nil {
 		st, err := task.Status(ctx)
-		if err != nil {
+		if err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("task of bot %q: %w", bot, err)
 		}
 		if st.Status == containerd.Running || st.Status == containerd.Paused || st.Status == containerd.Pausing {
 			return fmt.Errorf("bot %q is %s: stop it first: %w", bot, st.Status, errdefs.ErrFailedPrecondition)
 		}
-		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("delete task of bot %q: %w", bot, err)
-		}
 	} else if !errdefs.IsNotFound(err) {
 		return fmt.Errorf("task of bot %q: %w", bot, err)
+	}
+	// Any other task, seen or not, goes before the container: without
+	// the container the task service can no longer end its shim.
+	if _, err := c.endLeftoverTask(ctx, ctr.ID()); err != nil {
+		return fmt.Errorf("delete task of bot %q: %w", bot, err)
 	}
 	if err := c.releaseNetwork(ctx, ctr); err != nil {
 		return err

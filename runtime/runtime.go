@@ -35,6 +35,13 @@ type Runtime interface {
 	Stop(ctx context.Context, bot string, grace time.Duration) (TaskInfo, error)
 	// Task reads the state of the bot's own task.
 	Task(ctx context.Context, bot string) (TaskInfo, error)
+	// EndLeftoverTask kills and deletes the bot's task, with its shim,
+	// unless it is live (running or paused): a task created and never
+	// started, stopped, in an unknown state, or held by containerd but
+	// not described by its shim (what a kill -9 in the middle of a
+	// delete leaves; Task calls it none). It says what it ended, "" for
+	// nothing.
+	EndLeftoverTask(ctx context.Context, bot string) (string, error)
 	// Exec runs a process in the running task and returns its exit code.
 	Exec(ctx context.Context, bot string, args []string, stdout, stderr io.Writer) (int, error)
 
