@@ -84,6 +84,12 @@ func (c *Controller) recreate(ctx context.Context, b *bot) error {
 func (c *Controller) stop(ctx context.Context, b *bot, grace time.Duration) error {
 	switch b.getState() {
 	case StateCreated, StateStopped:
+		// Nothing runs, but a task a crash left half made may hold a
+		// shim that nothing else would end (the runtime logs what it
+		// ends).
+		if _, err := c.rt.EndLeftoverTask(ctx, b.name); err != nil && !errdefs.IsNotFound(err) {
+			c.log.Warn("end a leftover task of a stopped bot", "bot", b.name, "err", err)
+		}
 		return nil
 	}
 	b.setState(StateStopping)

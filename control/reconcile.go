@@ -76,9 +76,12 @@ func (r Report) String() string {
 // a crash interrupted is finished; snapshots and their records are paired
 // again. What bots/ and snapshots/ of the data root hold for a name no
 // record has is moved to the trash. Containers carrying the memohfs label
-// without a record are reported, not deleted. Leaked addresses are
-// released. Run it on a context of its own: it must not be cut short by a
-// start-up deadline.
+// without a record are reported, not deleted. A task of any memohfs
+// container that is not live (created, stopped, unknown, or held by
+// containerd but not described by its shim, which a kill in the middle
+// of a delete leaves) is killed and deleted with its shim. Leaked
+// addresses are released. Run it on a context of its own: it must not be
+// cut short by a start-up deadline.
 func (c *Controller) Reconcile(ctx context.Context) (Report, error) {
 	var rep Report
 	// Deletes cut off after the data went to the trash: drop the record.
@@ -127,6 +130,13 @@ func (c *Controller) Reconcile(ctx context.Context) (Report, error) {
 			rep.Orphans = append(rep.Orphans, ci.ID)
 			c.log.Warn("container labelled as a memohfs bot has no record: left alone",
 				"container", ci.ID, "bot", ci.Bot, "data", ci.DataDir)
+			// Alone but for a task that is not live: nothing would
+			// ever end its shim.
+			if what, err := c.rt.EndLeftoverTask(ctx, ci.Bot); err != nil && !errdefs.IsNotFound(err) {
+				rep.Errors = append(rep.Errors, ci.ID+": end a leftover task: "+err.Error())
+			} else if what != "" {
+				rep.Released = append(rep.Released, what)
+			}
 		}
 	}
 	released, err := c.rt.ReleaseNetworkLeaks(ctx)
@@ -267,6 +277,14 @@ func (c *Controller) reconcileBot(ctx context.Context, b *bot, rep *Report) erro
 			}
 		}
 		b.setLive(State(recorded), 0, "")
+	}
+	// A task containerd holds but cannot describe (a kill cut a delete
+	// off between containerd and its shim) reads as none above, refuses
+	// the next start and keeps its shim running: end it.
+	if what, err := c.rt.EndLeftoverTask(ctx, b.name); err != nil {
+		return wrap(err, "end a leftover task")
+	} else if what != "" {
+		rep.Released = append(rep.Released, what)
 	}
 	b.eventsRecorded()
 	return nil
