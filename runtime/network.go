@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/netns"
 	"github.com/containerd/errdefs"
 	gocni "github.com/containerd/go-cni"
+	"golang.org/x/sys/unix"
 )
 
 // NetworkConfig describes the bridge network every bot joins. The project
@@ -223,7 +224,16 @@ func (n *network) setup(ctx context.Context, containerID string) (nsPath, ip str
 func (n *network) teardown(ctx context.Context, containerID, nsPath string) error {
 	id := CNIID(n.namespace, containerID)
 	var errs []error
-	if err := n.cni.Remove(ctx, id, nsPath); err != nil {
+	cniPath := nsPath
+	var st unix.Statfs_t
+	if nsPath != "" && (unix.Statfs(nsPath, &st) != nil || st.Type != unix.NSFS_MAGIC) {
+		// Not a pinned namespace (any more): a kill between its unmount
+		// and its removal leaves a plain file, which CNI's DEL refuses
+		// ("unknown FS magic"). Its interfaces went with it; release
+		// the address alone.
+		cniPath = ""
+	}
+	if err := n.cni.Remove(ctx, id, cniPath); err != nil {
 		errs = append(errs, fmt.Errorf("CNI remove for %s: %w", id, err))
 	}
 	if nsPath != "" {
