@@ -39,8 +39,10 @@ type Runtime interface {
 	// unless it is live (running or paused): a task created and never
 	// started, stopped, in an unknown state, or held by containerd but
 	// not described by its shim (what a kill -9 in the middle of a
-	// delete leaves; Task calls it none). It says what it ended, "" for
-	// nothing.
+	// delete leaves; Task calls it none). With no task in containerd, it
+	// ends a shim and runc container of the bot that run without
+	// containerd knowing (what a kill -9 in the middle of a create can
+	// leave). It says what it ended, "" for nothing.
 	EndLeftoverTask(ctx context.Context, bot string) (string, error)
 	// Exec runs a process in the running task and returns its exit code.
 	Exec(ctx context.Context, bot string, args []string, stdout, stderr io.Writer) (int, error)

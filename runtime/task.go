@@ -10,18 +10,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/api/services/tasks/v1"
-	tasktypes "github.com/containerd/containerd/api/types/task"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
-	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // killTimeout bounds the wait for a task to die after SIGKILL.
@@ -190,80 +185,6 @@ func (c *Containerd) Stop(ctx context.Context, bot string, grace time.Duration) 
 		return ti, fmt.Errorf("stop bot %q: %w", bot, err)
 	}
 	return ti, nil
-}
-
-// EndLeftoverTask ends the bot's task unless it is live (running, paused,
-// pausing) and says what it ended ("" when nothing): see endLeftoverTask.
-func (c *Containerd) EndLeftoverTask(ctx context.Context, bot string) (_ string, err error) {
-	defer native(&err)
-	ctx = c.ns(ctx)
-	ctr, err := c.load(ctx, bot)
-	if err != nil {
-		return "", err
-	}
-	return c.endLeftoverTask(ctx, ctr.ID())
-}
-
-// endLeftoverTask ends the task containerd holds for container id unless
-// it is live (running, paused, pausing): one containerd holds but cannot
-// describe, because its shim no longer has the container (a delete or a
-// create cut off between containerd and the shim, as by a kill -9 of the
-// client, leaves that: Get and Container.Task answer NotFound, `ctr tasks
-// ls` leaves it out, a new task is refused AlreadyExists, and the shim
-// keeps running), or one created and never started, stopped, or in an
-// unknown state. Every process of it gets SIGKILL, then it is deleted
-// through the task service, which also ends its shim. What it ended is
-// logged and returned ("" when there was none); afterwards containerd
-// holds no task for id but a live one.
-func (c *Containerd) endLeftoverTask(ctx context.Context, id string) (string, error) {
-	ts := c.client.TaskService()
-	state := "not described by its shim"
-	r, err := ts.Get(ctx, &tasks.GetRequest{ContainerID: id})
-	switch {
-	case err == nil:
-		switch r.Process.GetStatus() {
-		case tasktypes.Status_RUNNING, tasktypes.Status_PAUSED, tasktypes.Status_PAUSING:
-			return "", nil
-		}
-		state = strings.ToLower(r.Process.GetStatus().String())
-	case noTaskEntry(err, id):
-		return "", nil
-	case !errdefs.IsNotFound(errgrpc.ToNative(err)):
-		return "", fmt.Errorf("task %s: %w", id, errgrpc.ToNative(err))
-	}
-	// SIGKILL first: a task that is only half there may still have
-	// processes; one with none answers NotFound.
-	_, kerr := ts.Kill(ctx, &tasks.KillRequest{ContainerID: id, Signal: uint32(syscall.SIGKILL), All: true})
-	if kerr != nil {
-		kerr = errgrpc.ToNative(kerr)
-	}
-	_, err = ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
-	if noTaskEntry(err, id) {
-		return "", nil // gone meanwhile
-	}
-	// NotFound also when containerd did delete it: the shim had nothing
-	// to delete, and containerd removed the task and ended the shim.
-	if err != nil && !errdefs.IsNotFound(errgrpc.ToNative(err)) {
-		return "", fmt.Errorf("delete leftover task %s (%s; SIGKILL: %v): %w", id, state, kerr, errgrpc.ToNative(err))
-	}
-	what := fmt.Sprintf("leftover task %s (%s)", id, state)
-	slog.WarnContext(ctx, "ended a leftover task", "container", id, "state", state, "sigkill", errString(kerr))
-	return what, nil
-}
-
-// noTaskEntry reports whether err is the task service's answer for a
-// container it holds no task for at all (rather than one whose shim
-// cannot describe it, also NotFound).
-func noTaskEntry(err error, id string) bool {
-	s, ok := status.FromError(err)
-	return ok && s.Code() == codes.NotFound && s.Message() == "task "+id+" not found"
-}
-
-func errString(err error) string {
-	if err == nil {
-		return "sent"
-	}
-	return err.Error()
 }
 
 // stopTask ends task: SIGTERM, grace, SIGKILL to all, delete. thaw lets
