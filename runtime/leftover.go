@@ -100,28 +100,54 @@ func errString(err error) string {
 // endOrphans ends what of container id runs while containerd holds no
 // task for it: the runc container of id in the runtime's runc root, and
 // every shim of id that speaks to this containerd. A create cut off
-// between containerd and its shim leaves both (containerd gives up on the
-// shim and drops it, the shim makes the container anyway): a new task of
-// id is then refused ("container with id exists") and the shim runs for
-// ever. A delete cut off after the shim deleted its container can leave
-// the shim. Call it only when containerd holds no task for id (under the
-// bot's operation lock): then nothing of id is rightfully running.
+// between containerd and its shim can leave both (containerd gives up on
+// the shim and drops it, the shim makes the container anyway): a new task
+// of id is then refused ("container with id exists") and the shim runs
+// for ever. A delete cut off after the shim deleted its container can
+// leave the shim. Call it only when containerd holds no task for id
+// (under the bot's operation lock): then nothing of id is rightfully
+// running. containerd's own clean-up of a shim it gave up on (its
+// `start` and `delete` helper processes) is waited for, never disturbed.
 func (c *Containerd) endOrphans(ctx context.Context, id string) (string, error) {
-	var ended []string
-	root := filepath.Join(c.cfg.RuncRoot, c.cfg.Namespace)
-	if _, err := os.Lstat(filepath.Join(root, id, "state.json")); err == nil {
-		// Kills every process of it, removes its cgroup and its state.
-		out, err := exec.CommandContext(ctx, c.cfg.Runc, "--root", root, "delete", "--force", id).CombinedOutput()
-		if err != nil {
-			return "", fmt.Errorf("delete orphaned runc container %s: %v: %s", id, err, bytesTrim(out))
-		}
-		ended = append(ended, "runc container "+id)
+	deadline := time.Now().Add(killTimeout)
+	shims, err := c.helpersDone(ctx, id, deadline)
+	if err != nil {
+		return "", err
 	}
-	for _, pid := range c.shimsOf(id) {
+	var ended []string
+	for _, pid := range shims {
 		if err := c.killShim(ctx, pid, id); err != nil {
-			return strings.Join(ended, ", "), err
+			return "", err
 		}
 		ended = append(ended, fmt.Sprintf("shim %d of %s", pid, id))
+	}
+	if len(shims) > 0 {
+		// containerd cleans up after a shim that was its (a `delete`
+		// helper), as after any shim's exit.
+		if _, err := c.helpersDone(ctx, id, deadline); err != nil {
+			return "", err
+		}
+	}
+	// Once a shim it knew is gone, containerd deletes its runc container
+	// itself (a `delete` helper); either delete may find the other's done.
+	root := filepath.Join(c.cfg.RuncRoot, c.cfg.Namespace)
+	state := filepath.Join(root, id, "state.json")
+	if _, err := os.Lstat(state); err == nil {
+		// Kills every process of it, removes its cgroup and its state.
+		out, err := exec.CommandContext(ctx, c.cfg.Runc, "--root", root, "delete", "--force", id).CombinedOutput()
+		for err != nil {
+			if _, serr := os.Lstat(state); errors.Is(serr, os.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return "", fmt.Errorf("delete orphaned runc container %s: %v: %s", id, err, strings.TrimSpace(string(out)))
+			}
+			if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+				return "", err
+			}
+			out, err = exec.CommandContext(ctx, c.cfg.Runc, "--root", root, "delete", "--force", id).CombinedOutput()
+		}
+		ended = append(ended, "runc container "+id)
 	}
 	if len(ended) == 0 {
 		return "", nil
@@ -131,49 +157,96 @@ func (c *Containerd) endOrphans(ctx context.Context, id string) (string, error) 
 	return what, nil
 }
 
-func bytesTrim(b []byte) string { return strings.TrimSpace(string(b)) }
+// helpersDone waits until no `start` or `delete` helper of containerd
+// for id runs, and returns the shims of id then running.
+func (c *Containerd) helpersDone(ctx context.Context, id string, deadline time.Time) ([]int, error) {
+	for {
+		shims, helpers := c.shimsOf(id)
+		if len(helpers) == 0 {
+			return shims, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("containerd's shim helpers %v of %s still run after %s: %w", helpers, id, killTimeout, errdefs.ErrUnavailable)
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
 
-// shimsOf lists the live processes whose command line is a runc shim of
-// container id in this namespace, started by this containerd.
-func (c *Containerd) shimsOf(id string) []int {
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// shimsOf lists the live runc shims of container id in this namespace
+// that speak to this containerd: the long-running ones, and containerd's
+// `start` and `delete` helper runs of the shim binary.
+func (c *Containerd) shimsOf(id string) (shims, helpers []int) {
 	entries, _ := os.ReadDir("/proc")
-	var out []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		if c.isShimOf(pid, id) {
-			out = append(out, pid)
+		switch c.shimKind(pid, id) {
+		case "shim":
+			shims = append(shims, pid)
+		case "helper":
+			helpers = append(helpers, pid)
 		}
 	}
-	return out
+	return shims, helpers
 }
 
-// isShimOf reports whether pid's command line is that of a runc shim of
-// container id in this namespace, speaking to this containerd.
-func (c *Containerd) isShimOf(pid int, id string) bool {
+// shimKind says whether pid's command line is that of a runc shim of
+// container id in this namespace speaking to this containerd ("shim"),
+// of a `start` or `delete` helper run of the shim binary for it
+// ("helper"), or neither ("").
+func (c *Containerd) shimKind(pid int, id string) string {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil || len(b) == 0 {
-		return false
-	}
-	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	if filepath.Base(args[0]) != "containerd-shim-runc-v2" {
-		return false
-	}
-	flag := func(name string) string {
-		for i, a := range args {
-			if a == name && i+1 < len(args) {
-				return args[i+1]
-			}
-			if v, ok := strings.CutPrefix(a, name+"="); ok {
-				return v
-			}
-		}
 		return ""
 	}
-	return flag("-namespace") == c.cfg.Namespace && flag("-id") == id &&
-		filepath.Clean(strings.TrimPrefix(flag("-address"), "unix://")) == filepath.Clean(strings.TrimPrefix(c.cfg.Address, "unix://"))
+	return shimArgsKind(strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"), c.cfg.Namespace, id, c.cfg.Address)
+}
+
+// shimArgsKind classifies a command line as shimKind does. containerd
+// starts a shim as `containerd-shim-runc-v2 -namespace NS -id ID -address
+// ADDR [-debug]` and runs the binary as `... -bundle DIR start|delete`
+// to start one or to clean up after one.
+func shimArgsKind(args []string, namespace, id, address string) string {
+	if len(args) == 0 || filepath.Base(args[0]) != "containerd-shim-runc-v2" {
+		return ""
+	}
+	flag := func(name string) (string, bool) {
+		for i, a := range args {
+			if a == name && i+1 < len(args) {
+				return args[i+1], true
+			}
+			if v, ok := strings.CutPrefix(a, name+"="); ok {
+				return v, true
+			}
+		}
+		return "", false
+	}
+	ns, _ := flag("-namespace")
+	cid, _ := flag("-id")
+	addr, _ := flag("-address")
+	if ns != namespace || cid != id ||
+		filepath.Clean(strings.TrimPrefix(addr, "unix://")) != filepath.Clean(strings.TrimPrefix(address, "unix://")) {
+		return ""
+	}
+	if _, bundle := flag("-bundle"); bundle || args[len(args)-1] == "start" || args[len(args)-1] == "delete" {
+		return "helper"
+	}
+	return "shim"
 }
 
 // killShim sends SIGKILL to the shim pid through a pidfd taken before its
@@ -188,7 +261,7 @@ func (c *Containerd) killShim(ctx context.Context, pid int, id string) error {
 		return fmt.Errorf("pidfd of shim %d of %s: %w", pid, id, err)
 	}
 	defer unix.Close(fd)
-	if !c.isShimOf(pid, id) {
+	if c.shimKind(pid, id) != "shim" {
 		return nil // exited, and the pid is another process's now
 	}
 	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
