@@ -97,6 +97,17 @@ func (n *dataNode) reopen(ctx context.Context) syscall.Errno {
 	})
 }
 
+// dropFd closes the node's fd once nobody uses it; the node answers
+// from a fresh lookup (reopen) or ESTALE after.
+func (n *dataNode) dropFd() {
+	n.mu.Lock()
+	if n.fd >= 0 {
+		unix.Close(n.fd)
+		n.fd = -1
+	}
+	n.mu.Unlock()
+}
+
 // OnForget closes the fd once the kernel has forgotten the node.
 func (n *dataNode) OnForget() {
 	if !n.root {

@@ -51,25 +51,31 @@ func (n *dataNode) made(ctx context.Context, dirfd int, name string, typ uint32,
 	return n.childOf(ctx, fd, name, out, ours)
 }
 
-var _ fs.NodeMkdirer = (*dataNode)(nil)
-
-func (n *dataNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+// makeEntry runs mk, which makes the entry name of type typ in n's fd,
+// as the caller with umask, and returns the node of what it made.
+func (n *dataNode) makeEntry(ctx context.Context, name string, typ, umask uint32, out *fuse.EntryOut, mk func(dirfd int) error) (*fs.Inode, syscall.Errno) {
 	if e := n.writable(); e != 0 {
 		return nil, e
 	}
-	mode, umask := modeAndUmask(mode)
 	var ch *fs.Inode
 	errno := n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
-		if e := n.asCaller(ctx, true, umask, func() error {
-			return unix.Mkdirat(dirfd, name, mode&0o7777)
-		}); e != 0 {
+		if e := n.asCaller(ctx, true, umask, func() error { return mk(dirfd) }); e != 0 {
 			return e
 		}
 		var e syscall.Errno
-		ch, e = n.made(ctx, dirfd, name, unix.S_IFDIR, out)
+		ch, e = n.made(ctx, dirfd, name, typ, out)
 		return e
 	})
 	return ch, errno
+}
+
+var _ fs.NodeMkdirer = (*dataNode)(nil)
+
+func (n *dataNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	mode, umask := modeAndUmask(mode)
+	return n.makeEntry(ctx, name, unix.S_IFDIR, umask, out, func(dirfd int) error {
+		return unix.Mkdirat(dirfd, name, mode&0o7777)
+	})
 }
 
 var _ fs.NodeMknoder = (*dataNode)(nil)
@@ -79,42 +85,18 @@ var _ fs.NodeMknoder = (*dataNode)(nil)
 // system works as on ext4. Every mount of bot data is nodev, so a device
 // node made here opens nothing, on the host or in the bot.
 func (n *dataNode) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if e := n.writable(); e != 0 {
-		return nil, e
-	}
 	mode, umask := modeAndUmask(mode)
-	var ch *fs.Inode
-	errno := n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
-		if e := n.asCaller(ctx, true, umask, func() error {
-			return unix.Mknodat(dirfd, name, mode, int(rdev))
-		}); e != 0 {
-			return e
-		}
-		var e syscall.Errno
-		ch, e = n.made(ctx, dirfd, name, mode&unix.S_IFMT, out)
-		return e
+	return n.makeEntry(ctx, name, mode&unix.S_IFMT, umask, out, func(dirfd int) error {
+		return unix.Mknodat(dirfd, name, mode, int(rdev))
 	})
-	return ch, errno
 }
 
 var _ fs.NodeSymlinker = (*dataNode)(nil)
 
 func (n *dataNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if e := n.writable(); e != 0 {
-		return nil, e
-	}
-	var ch *fs.Inode
-	errno := n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
-		if e := n.asCaller(ctx, true, 0, func() error {
-			return unix.Symlinkat(target, dirfd, name)
-		}); e != 0 {
-			return e
-		}
-		var e syscall.Errno
-		ch, e = n.made(ctx, dirfd, name, unix.S_IFLNK, out)
-		return e
+	return n.makeEntry(ctx, name, unix.S_IFLNK, 0, out, func(dirfd int) error {
+		return unix.Symlinkat(target, dirfd, name)
 	})
-	return ch, errno
 }
 
 var _ fs.NodeLinker = (*dataNode)(nil)

@@ -96,10 +96,9 @@ func (n *dataNode) Create(ctx context.Context, name string, flags, mode uint32, 
 		if e != 0 {
 			return e
 		}
-		pfd, err := reopenFd(fd, unix.O_PATH)
-		if err != nil {
-			unix.Close(fd)
-			return fs.ToErrno(err)
+		pfd, e := pathFd(fd)
+		if e != 0 {
+			return e
 		}
 		if ch, e = n.childOf(ctx, pfd, name, out, true); e != 0 {
 			unix.Close(fd)
@@ -132,10 +131,9 @@ func (n *dataNode) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.En
 		if e != 0 {
 			return e
 		}
-		pfd, err := reopenFd(fd, unix.O_PATH)
-		if err != nil {
-			unix.Close(fd)
-			return fs.ToErrno(err)
+		pfd, e := pathFd(fd)
+		if e != 0 {
+			return e
 		}
 		var x unix.Statx_t
 		if err := statx(pfd, "", &x); err != nil {
@@ -149,4 +147,15 @@ func (n *dataNode) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.En
 		return 0
 	})
 	return ch, fh, 0, errno
+}
+
+// pathFd gives an O_PATH fd of the file just made and open as fd, for its
+// node; on failure it closes fd.
+func pathFd(fd int) (int, syscall.Errno) {
+	pfd, err := reopenFd(fd, unix.O_PATH)
+	if err != nil {
+		unix.Close(fd)
+		return -1, fs.ToErrno(err)
+	}
+	return pfd, 0
 }

@@ -283,12 +283,7 @@ func (t *tree) reset() {
 	t.byID = nil
 	t.idMu.Unlock()
 	for _, n := range nodes {
-		n.mu.Lock()
-		if n.fd >= 0 {
-			unix.Close(n.fd)
-			n.fd = -1
-		}
-		n.mu.Unlock()
+		n.dropFd()
 	}
 }
 
@@ -333,12 +328,7 @@ func (t *tree) keep(n *dataNode, fd int) {
 		} else if other.Forgotten() {
 			// A node made while n was being forgotten and revived, which
 			// the kernel never took: its fd goes.
-			other.mu.Lock()
-			if other.fd >= 0 {
-				unix.Close(other.fd)
-				other.fd = -1
-			}
-			other.mu.Unlock()
+			other.dropFd()
 		}
 	}
 	t.idMu.Unlock()
@@ -364,12 +354,7 @@ func (t *tree) forget(n *dataNode) {
 		delete(t.byID, n.id)
 		t.fds.Add(-1)
 	}
-	n.mu.Lock()
-	if n.fd >= 0 {
-		unix.Close(n.fd)
-		n.fd = -1
-	}
-	n.mu.Unlock()
+	n.dropFd()
 }
 
 // Fds is how many host files the tree holds open for the kernel's nodes.
