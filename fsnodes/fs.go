@@ -29,6 +29,10 @@ type Options struct {
 	// EntryTimeout and AttrTimeout are the same for the synthetic tree
 	// (bots, snapshots); 1s when zero.
 	EntryTimeout, AttrTimeout time.Duration
+	// DataFds is the most host fds one tree (a bot's data/, a snapshot's
+	// view) holds for the files the kernel has looked up; past it, files
+	// are held by file handle (see fdbudget.go). 8192 when zero.
+	DataFds int
 	// NoPassthrough turns kernel passthrough off (for comparisons).
 	NoPassthrough bool
 	// Debug logs every FUSE request.
@@ -238,5 +242,8 @@ func raiseFdLimit(log *slog.Logger) {
 		want = unix.Rlimit{Cur: lim.Max, Max: lim.Max}
 		unix.Setrlimit(unix.RLIMIT_NOFILE, &want)
 	}
-	log.Debug("fd limit", "soft", want.Cur, "hard", want.Max)
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
+		setProcessFdMax(lim.Cur)
+	}
+	log.Debug("fd limit", "soft", lim.Cur, "hard", lim.Max)
 }

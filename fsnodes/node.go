@@ -3,6 +3,7 @@ package fsnodes
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -35,9 +36,13 @@ type dataNode struct {
 	// views): its fd is the tree's base, held by the tree.
 	root bool
 
-	mu sync.RWMutex // guards fd against a close while it is used
-	fd int          // O_PATH|O_NOFOLLOW; -1 once dropped
-	id fs.StableAttr
+	mu sync.RWMutex // guards fd and fh against a close while they are used
+	fd int          // O_PATH|O_NOFOLLOW; -1 once dropped or evicted
+	// fh names the file once its fd was given up to the fd budget
+	// (fdbudget.go); nil while the node holds its fd, or after a reset.
+	fh   *unix.FileHandle
+	used atomic.Bool // used since the last eviction pass
+	id   fs.StableAttr
 }
 
 var _ fs.NodeOnAdder = (*dataNode)(nil)
@@ -63,48 +68,60 @@ func (n *dataNode) hostFd(ctx context.Context, fn func(fd int) syscall.Errno) sy
 		n.mu.RLock()
 		if n.fd >= 0 {
 			defer n.mu.RUnlock()
+			n.noteUse()
 			return fn(n.fd)
 		}
+		fh := n.fh
 		n.mu.RUnlock()
-		if tries > 0 {
+		if tries > 3 { // found again, and evicted again at once, each time
 			return syscall.ESTALE
 		}
-		if e := n.reopen(ctx); e != 0 {
+		reopen := n.reopen
+		if fh != nil {
+			reopen = func(ctx context.Context) syscall.Errno { return n.reopenHandle(ctx, fh) }
+		}
+		if e := reopen(ctx); e != 0 {
 			return e
 		}
 	}
 }
 
-// reopen finds a node whose fd was dropped again, from the tree's base
-// with no symlink followed, and takes it only if it is the same file.
+// reopen finds a node whose fd was dropped again (the tree was reset),
+// from the tree's base with no symlink followed, and takes it only if it
+// is the same file.
 func (n *dataNode) reopen(ctx context.Context) syscall.Errno {
 	_, parent := n.Parent()
 	if parent == nil {
 		return syscall.ESTALE // deleted since, and nobody holds it open
 	}
-	return n.t.withBaseDir(ctx, func(base int) syscall.Errno {
-		fd, err := openRel(base, n.t.rel(n.EmbeddedInode()), unix.O_PATH|unix.O_NOFOLLOW, 0)
-		if err != nil {
+	fd := -1
+	e := n.t.withBaseDir(ctx, func(base int) syscall.Errno {
+		var err error
+		if fd, err = openRel(base, n.t.rel(n.EmbeddedInode()), unix.O_PATH|unix.O_NOFOLLOW, 0); err != nil {
 			return syscall.ESTALE
 		}
-		var x unix.Statx_t
-		if statx(fd, "", &x) != nil || n.t.stable(&x) != n.StableAttr() {
-			unix.Close(fd)
-			return syscall.ESTALE
-		}
-		n.t.keep(n, fd)
 		return 0
 	})
+	if e != 0 {
+		return e
+	}
+	// Taken outside withBaseDir: n.mu is never waited for under the
+	// tree's lock (an operation holds n.mu and may want the base).
+	var x unix.Statx_t
+	if statx(fd, "", &x) != nil || n.t.stable(&x) != n.StableAttr() {
+		unix.Close(fd)
+		return syscall.ESTALE
+	}
+	n.t.keep(n, fd)
+	return 0
 }
 
-// dropFd closes the node's fd once nobody uses it; the node answers
-// from a fresh lookup (reopen) or ESTALE after.
+// dropFd closes the node's fd once nobody uses it, and forgets its file
+// handle: the node answers from a fresh lookup (reopen) or ESTALE after.
 func (n *dataNode) dropFd() {
 	n.mu.Lock()
-	if n.fd >= 0 {
-		unix.Close(n.fd)
-		n.fd = -1
-	}
+	n.closeFdLocked()
+	n.fh = nil
 	n.mu.Unlock()
 }
 

@@ -48,14 +48,24 @@ type tree struct {
 	mu      sync.RWMutex
 	baseFd  int // O_PATH fd of the base dir; -1 until resolved
 	baseDev uint64
+	// mountFd is the base dir opened for reading (open_by_handle_at
+	// takes no O_PATH fd for the filesystem): -1 with baseFd.
+	mountFd int
 
 	root *fs.Inode // the tree's root node, set when it is added
 
 	// byID holds the node of every host file the kernel knows, by
-	// identity, each with its fd (see dataNode).
+	// identity, each with its fd or file handle (see dataNode).
 	idMu sync.Mutex
 	byID map[fs.StableAttr]*dataNode
-	fds  atomic.Int64
+
+	// The fd budget (fdbudget.go): held fds, at most fdMax of them while
+	// the host gives file handles.
+	held      atomic.Int64
+	fdMax     int
+	noHandles atomic.Bool // the host gives no file handles that open
+	handlesOK atomic.Bool // a handle was seen to open its file again
+	evicting  sync.Mutex
 
 	pool *creds.Pool // runs calls as their callers
 
@@ -206,8 +216,12 @@ func newTree(o Options, pool *creds.Pool, resolve func(ctx context.Context) (str
 	treeIDs.next++
 	id := treeIDs.next
 	treeIDs.Unlock()
-	return &tree{id: id, resolve: resolve, prefix: prefix, readOnly: bool(a), baseFd: -1,
-		entryTTL: o.DataTTL, attrTTL: o.DataTTL, pool: pool}
+	fdMax := o.DataFds
+	if fdMax <= 0 {
+		fdMax = defaultFdMax
+	}
+	return &tree{id: id, resolve: resolve, prefix: prefix, readOnly: bool(a), baseFd: -1, mountFd: -1,
+		entryTTL: o.DataTTL, attrTTL: o.DataTTL, pool: pool, fdMax: fdMax}
 }
 
 // withBase runs fn with the fd of the tree's root node's directory (the
@@ -261,7 +275,13 @@ func (t *tree) withBaseDir(ctx context.Context, fn func(base int) syscall.Errno)
 			t.mu.Unlock()
 			return fs.ToErrno(err)
 		}
-		t.baseFd, t.baseDev = fd, st.Dev
+		mfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			unix.Close(fd)
+			t.mu.Unlock()
+			return fs.ToErrno(err)
+		}
+		t.baseFd, t.baseDev, t.mountFd = fd, st.Dev, mfd
 	}
 	t.mu.Unlock()
 	return t.withBaseDir(ctx, fn)
@@ -275,7 +295,8 @@ func (t *tree) reset() {
 	t.mu.Lock()
 	if t.baseFd >= 0 {
 		unix.Close(t.baseFd)
-		t.baseFd = -1
+		unix.Close(t.mountFd)
+		t.baseFd, t.mountFd = -1, -1
 	}
 	t.mu.Unlock()
 	t.idMu.Lock()
@@ -292,12 +313,14 @@ func (t *tree) reset() {
 // tree has for that file already, if any (a hard link, or a name looked
 // up again), which keeps one fd per file; else a new node holding fd.
 func (t *tree) nodeFor(ctx context.Context, parent *dataNode, fd int, id fs.StableAttr) *fs.Inode {
+	defer t.overBudget()
 	t.idMu.Lock()
 	if old := t.byID[id]; old != nil {
 		t.idMu.Unlock()
 		old.mu.Lock()
-		if old.fd < 0 {
-			old.fd, fd = fd, -1
+		if old.setFdLocked(fd) {
+			old.fh = nil
+			fd = -1
 		}
 		old.mu.Unlock()
 		if fd >= 0 {
@@ -305,27 +328,26 @@ func (t *tree) nodeFor(ctx context.Context, parent *dataNode, fd int, id fs.Stab
 		}
 		return old.EmbeddedInode()
 	}
-	n := &dataNode{t: t, fd: fd, id: id}
+	n := &dataNode{t: t, fd: -1, id: id}
+	n.setFdLocked(fd) // n is not shared yet
 	if t.byID == nil {
 		t.byID = map[fs.StableAttr]*dataNode{}
 	}
 	t.byID[id] = n
-	t.fds.Add(1)
 	t.idMu.Unlock()
 	return parent.NewInode(ctx, n, id)
 }
 
 // keep gives node n the fd found for it again (see dataNode.reopen).
 func (t *tree) keep(n *dataNode, fd int) {
+	defer t.overBudget()
 	t.idMu.Lock()
 	if other := t.byID[n.id]; other != n {
 		if t.byID == nil {
 			t.byID = map[fs.StableAttr]*dataNode{}
 		}
 		t.byID[n.id] = n
-		if other == nil {
-			t.fds.Add(1)
-		} else if other.Forgotten() {
+		if other != nil && other.Forgotten() {
 			// A node made while n was being forgotten and revived, which
 			// the kernel never took: its fd goes.
 			other.dropFd()
@@ -333,8 +355,8 @@ func (t *tree) keep(n *dataNode, fd int) {
 	}
 	t.idMu.Unlock()
 	n.mu.Lock()
-	if n.fd < 0 {
-		n.fd, fd = fd, -1
+	if n.setFdLocked(fd) {
+		fd = -1
 	}
 	n.mu.Unlock()
 	if fd >= 0 {
@@ -352,13 +374,12 @@ func (t *tree) forget(n *dataNode) {
 	}
 	if t.byID[n.id] == n {
 		delete(t.byID, n.id)
-		t.fds.Add(-1)
 	}
 	n.dropFd()
 }
 
 // Fds is how many host files the tree holds open for the kernel's nodes.
-func (t *tree) Fds() int64 { return t.fds.Load() }
+func (t *tree) Fds() int64 { return t.held.Load() }
 
 // rel is the path of node n relative to the base dir ("." for the base).
 func (t *tree) rel(n *fs.Inode) string {
