@@ -89,7 +89,12 @@ func TestTools(t *testing.T) {
 		cmd.Stdout = f
 		must(t, cmd.Start())
 		defer func() { cmd.Process.Kill(); cmd.Wait(); f.Close() }()
-		time.Sleep(200 * time.Millisecond)
+		// tail has read the file to its end (it writes what it read
+		// before it waits for more): what is appended now is followed.
+		eventually(t, 10*time.Second, "tail -f printing the first line", func() bool {
+			b, _ := os.ReadFile(outf)
+			return string(b) == "first\n"
+		})
 		// Appended through the mount, and by the bot's side (the host dir).
 		af, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
 		must(t, err)
