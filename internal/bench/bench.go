@@ -124,7 +124,8 @@ func run(o options) error {
 			}
 		}
 	}
-	if o.Only == "" || strings.Contains("control", o.Only) {
+	control := o.Only == "" || strings.Contains("control", o.Only)
+	if control {
 		reps := o.Runs
 		fmt.Fprintln(os.Stderr, "bench: control plane: ctl latency")
 		if err := b.ctlLatency(reps); err != nil {
@@ -138,6 +139,14 @@ func run(o options) error {
 		if err := b.visibility(max(reps, 10)); err != nil {
 			return err
 		}
+	}
+	if control || o.Only == "stat-visible" {
+		fmt.Fprintln(os.Stderr, "bench: control plane: bot-side appends seen by stat")
+		if err := b.statVisible(statVisibleCount(b.o)); err != nil {
+			return err
+		}
+	}
+	if control {
 		fmt.Fprintf(os.Stderr, "bench: control plane: %d bots\n", o.Bots)
 		if err := b.scale(o.Bots); err != nil {
 			return err

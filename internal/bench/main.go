@@ -41,7 +41,7 @@ func main() {
 	fs.StringVar(&o.Binary, "memohfs", "bin/memohfs", "the memohfs binary")
 	fs.BoolVar(&o.Quick, "quick", false, "smaller sizes and counts (a smoke run, not for the record)")
 	fs.IntVar(&o.Bots, "bots", 1000, "bots for the control-plane scale rows")
-	fs.StringVar(&o.Only, "only", "", "run only workloads whose name contains this")
+	fs.StringVar(&o.Only, "only", "", "run only workloads whose name contains this (control: the control plane; stat-visible: its bot-side append rows alone)")
 	fs.BoolVar(&o.Verbose, "v", false, "say more about each measure on stderr")
 	fs.Parse(os.Args[2:])
 	if err := run(o); err != nil {
