@@ -42,6 +42,11 @@ const (
 	BotRemoved
 	DataReplaced     // the bot's data dir is a new directory (restore)
 	SnapshotsChanged // a snapshot was taken or dropped
+	// DataReplacing comes right before restore swaps a new data dir in,
+	// from restore's own goroutine (a watcher must act before it
+	// returns: drop what shows the old dir); DataReplaced always follows,
+	// whether the swap was made or not.
+	DataReplacing
 )
 
 // Change is one notification to watchers.

@@ -371,7 +371,9 @@ func (c *Controller) restore(ctx context.Context, b *bot, snap string) error {
 	b.mu.Lock()
 	b.rec.Container.RootfsKey = info.RootfsKey
 	b.mu.Unlock()
+	c.notify(DataReplacing, b.name)
 	if err := swapDirs(staged, live); err != nil {
+		c.notify(DataReplaced, b.name)
 		b.setState(StateError)
 		return wrap(err, "restore: the rootfs is back to "+snap+" but data/ could not be swapped in")
 	}
