@@ -100,7 +100,8 @@ func (b *botDir) OnAdd(ctx context.Context) {
 	add("ctl", &ctlFile{b: b}, syscall.S_IFREG)
 	add("status", &textFile{owner: b.owner, render: func(context.Context) ([]byte, error) {
 		st, err := c.Status(name)
-		return []byte(st.String()), err
+		// How data/ is served here: the kernel (a bind) or FUSE.
+		return []byte(st.String() + "data-path " + b.r.DataPath(name) + "\n"), err
 	}}, syscall.S_IFREG)
 	add("err", &textFile{owner: b.owner, render: func(context.Context) ([]byte, error) {
 		msg, err := c.LastError(name)

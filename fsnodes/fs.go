@@ -13,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/memohfs/memohfs/control"
+	"github.com/memohfs/memohfs/mount"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,6 +34,13 @@ type Options struct {
 	// view) holds for the files the kernel has looked up; past it, files
 	// are held by file handle (see fdbudget.go). 8192 when zero.
 	DataFds int
+	// DataBinds bind-mounts each bot's data dir over its data/ node
+	// (binds.go), so the kernel serves it; the FUSE node stays under it.
+	DataBinds bool
+	// FollowSymlinks lets the host follow symlinks under the mount. Off,
+	// the mount and every bind are nosymfollow: a path walk through a
+	// link a bot made answers ELOOP (readlink still reads it).
+	FollowSymlinks bool
 	// NoPassthrough turns kernel passthrough off (for comparisons).
 	NoPassthrough bool
 	// Debug logs every FUSE request.
@@ -156,6 +164,12 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 	closeOnExecFUSE()
 	root.dataIO = probeDataIO(server, o.NoPassthrough)
 	o.Logger.Info("data/ file I/O", "mode", root.dataIO)
+	if err := mount.Private(dir, o.FollowSymlinks); err != nil {
+		server.Unmount()
+		root.close()
+		return nil, nil, err
+	}
+	root.startBinds(dir)
 	return server, root, nil
 }
 

@@ -29,9 +29,20 @@ type stack struct {
 	mnt  string
 	root string // data root
 	fs   *fsnodes.Root
+	// binds: data/ is bound over its FUSE node (fsnodes.Options.DataBinds)
+	binds bool
 }
 
+// newStack mounts with data/ on this run's path (testenv.DataBinds).
 func newStack(t *testing.T, opts fsnodes.Options) *stack {
+	t.Helper()
+	opts.DataBinds = testenv.DataBinds()
+	return newStackOn(t, opts)
+}
+
+// newStackOn mounts with opts as given (DataBinds too): for tests of one
+// path only.
+func newStackOn(t *testing.T, opts fsnodes.Options) *stack {
 	t.Helper()
 	env := testenv.Get(t)
 	rt, _ := env.Runtime(t)
@@ -45,7 +56,7 @@ func newStack(t *testing.T, opts fsnodes.Options) *stack {
 	}
 	t.Cleanup(st.Close)
 	dir := env.TempDir(t)
-	s := &stack{t: t, env: env, rt: rt, st: st, root: filepath.Join(dir, "root"), mnt: filepath.Join(dir, "mnt")}
+	s := &stack{t: t, env: env, rt: rt, st: st, root: filepath.Join(dir, "root"), mnt: filepath.Join(dir, "mnt"), binds: opts.DataBinds}
 	if err := os.MkdirAll(s.mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -153,4 +164,33 @@ func (s *stack) with(t *testing.T) *stack {
 	c := *s
 	c.t = t
 	return &c
+}
+
+// bound reports whether bot's data/ is served by a bind (the kernel)
+// rather than by FUSE. In a run with binds it first waits for the bind
+// (made just after mkdir returns, outside the request).
+func (s *stack) bound(bot string) bool {
+	s.t.Helper()
+	if !s.binds {
+		return false
+	}
+	var mnt syscall.Stat_t
+	if err := syscall.Stat(s.mnt, &mnt); err != nil {
+		s.t.Fatal(err)
+	}
+	eventually(s.t, time.Minute, bot+"'s data/ bound", func() bool {
+		var st syscall.Stat_t
+		return syscall.Stat(s.path(bot, "data"), &st) == nil && st.Dev != mnt.Dev && s.status(bot)["data-path"] == "bind"
+	})
+	return true
+}
+
+// mkbot makes a bot as root and waits until its data/ is on this run's
+// path.
+func (s *stack) mkbot(bot string) {
+	s.t.Helper()
+	if err := os.Mkdir(s.path(bot), 0o755); err != nil {
+		s.t.Fatalf("mkdir %s: %v", bot, err)
+	}
+	s.bound(bot)
 }

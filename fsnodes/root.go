@@ -3,6 +3,7 @@ package fsnodes
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -27,6 +28,10 @@ type Root struct {
 
 	mu   sync.Mutex
 	bots map[string]*botDir // bot dirs handed to the kernel
+
+	// bound puts each bot's data dir over its data/ node (binds.go);
+	// nil while the mount is coming up, or when binds are off.
+	bound atomic.Pointer[binds]
 }
 
 var (
@@ -58,6 +63,12 @@ func newRoot(c *control.Controller, o Options) *Root {
 	r.life, r.endLife = context.WithCancel(context.Background())
 	r.watch = newWatcher(o.Logger)
 	c.Watch(func(ch control.Change) {
+		if ch.Kind == control.DataReplacing {
+			// Before the swap, in restore's own call: the bind must never
+			// show the pre-restore dir.
+			r.bound.Load().hold(ch.Bot)
+			return
+		}
 		select {
 		case r.changes <- ch:
 		case <-r.done:
@@ -80,6 +91,7 @@ func (r *Root) follow() {
 			r.mu.Unlock()
 			switch ch.Kind {
 			case control.BotRemoved:
+				r.bound.Load().detach(ch.Bot)
 				r.mu.Lock()
 				delete(r.bots, ch.Bot)
 				r.mu.Unlock()
@@ -89,12 +101,15 @@ func (r *Root) follow() {
 				r.NotifyEntry(ch.Bot)
 				r.NotifyContent(0, 0) // the cached listing
 			case control.BotAdded:
+				// The entry first: invalidating it detaches a bind below.
 				r.NotifyEntry(ch.Bot)
 				r.NotifyContent(0, 0)
+				r.bound.Load().want(ch.Bot)
 			case control.DataReplaced:
 				if b != nil {
 					b.dataReplaced()
 				}
+				r.bound.Load().release(ch.Bot)
 			case control.SnapshotsChanged:
 				if b != nil {
 					b.snapshotsChanged()
@@ -105,6 +120,7 @@ func (r *Root) follow() {
 }
 
 func (r *Root) close() {
+	r.bound.Load().close() // a mount with binds under it cannot unmount
 	r.endLife()
 	select {
 	case <-r.done:
@@ -204,6 +220,11 @@ func (r *Root) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if b != nil {
 		b.releaseViews()
 	}
+	// No bind on a dir on its way to the trash; one is made again if the
+	// delete fails.
+	bs := r.bound.Load()
+	bs.hold(name)
+	defer bs.release(name)
 	if err := r.c.Delete(ctx, name); err != nil {
 		return errnoOf(err)
 	}

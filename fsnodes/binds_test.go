@@ -1,0 +1,159 @@
+package fsnodes_test
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/memohfs/memohfs/fsnodes"
+	"golang.org/x/sys/unix"
+)
+
+// mountsUnder lists the mount points at or below dir in our mount
+// namespace, with their options.
+func mountsUnder(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 6 {
+			continue
+		}
+		mp := strings.ReplaceAll(fields[4], `\040`, " ")
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			if prev, ok := out[mp]; ok {
+				out[mp] = prev + " + " + fields[5] // stacked
+			} else {
+				out[mp] = fields[5]
+			}
+		}
+	}
+	return out
+}
+
+// TestDataBind: with binds on, a bot's data/ is its host data dir bound
+// over the FUSE node (nosymfollow, nodev, nosuid): the same inode as the
+// host dir, an inotify watch on data/ hears what the bot writes in its
+// container, restore shows the restored files through the same path
+// with one bind (never the pre-restore dir), and rmdir and unmount leave
+// no mount behind.
+//
+//	$ mkdir /memoh/b; grep /memoh/b/data /proc/self/mountinfo
+//	... /memoh/b/data rw,nosuid,nodev,nosymfollow ...
+func TestDataBind(t *testing.T) {
+	s := newStackOn(t, fsnodes.Options{AllowOther: true, DataBinds: true})
+	s.mkbot("b")
+	data := s.path("b", "data")
+	host := filepath.Join(s.root, "bots", "b")
+	opts, ok := mountsUnder(t, s.mnt)[data]
+	if !ok {
+		t.Fatalf("no mount on %s: %v", data, mountsUnder(t, s.mnt))
+	}
+	for _, o := range []string{"nosuid", "nodev", "nosymfollow"} {
+		if !strings.Contains(opts, o) {
+			t.Errorf("the bind's options %q lack %s", opts, o)
+		}
+	}
+	var a, b syscall.Stat_t
+	must(t, syscall.Stat(data, &a))
+	must(t, syscall.Stat(host, &b))
+	if a.Dev != b.Dev || a.Ino != b.Ino {
+		t.Fatalf("data/ is %d:%d, the host data dir %d:%d", a.Dev, a.Ino, b.Dev, b.Ino)
+	}
+	if m := mountsUnder(t, s.mnt)[s.mnt]; !strings.Contains(m, "nosymfollow") {
+		t.Errorf("the FUSE mount itself is not nosymfollow: %q", m)
+	}
+
+	// inotify on data/ hears a write made inside the bot.
+	s.mustCtl("b", "start")
+	in, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	must(t, err)
+	defer unix.Close(in)
+	if _, err := unix.InotifyAddWatch(in, data, unix.IN_CLOSE_WRITE|unix.IN_CREATE); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := s.exec("b", "sh", "-c", "echo hi > /data/from-bot"); code != 0 {
+		t.Fatalf("write in the bot: %d %s", code, out)
+	}
+	eventually(t, time.Minute, "an inotify event for the bot's write", func() bool {
+		buf := make([]byte, 4096)
+		n, _ := unix.Read(in, buf)
+		return n > 0 && strings.Contains(string(buf[:n]), "from-bot")
+	})
+
+	// Restore: the same path shows the restored files, through one bind
+	// of the dir that is live now.
+	must(t, os.WriteFile(filepath.Join(data, "v"), []byte("1\n"), 0o644))
+	s.mustCtl("b", "snapshot s1")
+	must(t, os.WriteFile(filepath.Join(data, "v"), []byte("2\n"), 0o644))
+	s.mustCtl("b", "restore s1")
+	eventually(t, time.Minute, "data/ bound over the restored dir", func() bool {
+		var a, b syscall.Stat_t
+		return syscall.Stat(data, &a) == nil && syscall.Stat(host, &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino
+	})
+	if got := s.read("b", "data", "v"); got != "1\n" {
+		t.Errorf("after restore, data/v is %q, want 1", got)
+	}
+	if opts := mountsUnder(t, s.mnt)[data]; strings.Contains(opts, "+") {
+		t.Errorf("binds stacked on data/ after restore: %q", opts)
+	}
+	if n := len(mountsUnder(t, s.mnt)); n != 2 {
+		t.Errorf("%d mounts under the mount after restore, want the mount and one bind: %v", n, mountsUnder(t, s.mnt))
+	}
+
+	// rmdir leaves no bind.
+	s.mustCtl("b", "stop")
+	must(t, os.Remove(s.path("b")))
+	if m := mountsUnder(t, s.mnt); len(m) != 1 {
+		t.Errorf("mounts left after rmdir: %v", m)
+	}
+}
+
+// TestSymlinkWalkLoops: the host follows no symlink under the mount, on
+// either path: a walk through a link the bot made answers ELOOP, while
+// readlink and lstat still see the link.
+func TestSymlinkWalkLoops(t *testing.T) {
+	for _, binds := range []bool{false, true} {
+		name := map[bool]string{false: "fuse", true: "bind"}[binds]
+		t.Run(name, func(t *testing.T) {
+			s := newStackOn(t, fsnodes.Options{AllowOther: true, DataBinds: binds})
+			s.mkbot("l")
+			if got := s.bound("l"); got != binds {
+				t.Fatalf("bound %v, want %v", got, binds)
+			}
+			host := filepath.Join(s.root, "bots", "l")
+			must(t, os.Mkdir(filepath.Join(host, "real"), 0o755))
+			must(t, os.WriteFile(filepath.Join(host, "real", "f"), []byte("x"), 0o644))
+			must(t, os.Symlink("/etc", filepath.Join(host, "etc")))
+			must(t, os.Symlink("real", filepath.Join(host, "rel")))
+			for _, p := range []string{"etc/passwd", "rel/f"} {
+				_, err := os.Stat(s.path("l", "data", p))
+				eventually(t, time.Minute, p+" seen", func() bool {
+					_, err = os.Stat(s.path("l", "data", p))
+					return !errors.Is(err, syscall.ENOENT)
+				})
+				if !errors.Is(err, syscall.ELOOP) {
+					t.Errorf("stat data/%s: %v, want ELOOP", p, err)
+				}
+			}
+			if target, err := os.Readlink(s.path("l", "data", "etc")); err != nil || target != "/etc" {
+				t.Errorf("readlink: %q %v", target, err)
+			}
+			if _, err := os.ReadFile(s.path("l", "data", "real", "f")); err != nil {
+				t.Errorf("a plain path: %v", err)
+			}
+		})
+	}
+}
