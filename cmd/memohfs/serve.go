@@ -17,6 +17,7 @@ import (
 	"github.com/memohfs/memohfs/runtime"
 	"github.com/memohfs/memohfs/store"
 	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
 )
 
 // serveOptions are what serving a mount needs, from `serve`'s flags or
@@ -29,6 +30,8 @@ type serveOptions struct {
 	AllowOther     bool
 	StopBotsOnExit bool
 	DebugFUSE      bool
+	DataBinds      bool // bind each bot's data dir over its data/ node
+	FollowSymlinks bool // let the host follow symlinks under the mount
 	Pprof          string
 	// Signals caught since the command began (mount.Trap).
 	Signals <-chan os.Signal
@@ -58,6 +61,11 @@ func commonFlags() []cli.Flag {
 		boolf("allow-other", "let users other than root use the mount (each sees only their bots)"),
 		boolf("stop-bots-on-exit", "stop every bot when memohfs exits (by default they keep running)"),
 		boolf("debug-fuse", "log every FUSE request"),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "data-binds", Value: true, EnvVars: env("data-binds"),
+			Usage: "bind each bot's data dir over /M/<bot>/data, so the kernel serves it at native speed (false: data/ goes through FUSE)"}),
+		boolf("follow-symlinks", "let the host follow symlinks under the mount. RISK: a bot's absolute link names the host's\n"+
+			"files, not the bot's, so root's cat, >> or mv through /M/<bot>/data could reach any host file (off: a path\n"+
+			"walk through a link answers ELOOP; ls -l, readlink, rsync -a, cp -a and tar still see links as links)"),
 		str("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060"),
 	}, logFlags()...)
 }
@@ -102,6 +110,8 @@ func serveOptionsFrom(c *cli.Context) serveOptions {
 		AllowOther:     c.Bool("allow-other"),
 		StopBotsOnExit: c.Bool("stop-bots-on-exit"),
 		DebugFUSE:      c.Bool("debug-fuse"),
+		DataBinds:      c.Bool("data-binds"),
+		FollowSymlinks: c.Bool("follow-symlinks"),
 		Pprof:          c.String("pprof"),
 		Runtime: runtime.Config{
 			Address:      c.String("containerd-address"),
@@ -172,7 +182,8 @@ func serve(ctx context.Context, o serveOptions, logs *logging, reload func()) er
 	if cleared {
 		log.Warn("cleared a stale mount (a memohfs before this one died)", "mount", o.Mount)
 	}
-	server, root, err := fsnodes.Mount(o.Mount, ctl, fsnodes.Options{AllowOther: o.AllowOther, Debug: o.DebugFUSE, Logger: log})
+	server, root, err := fsnodes.Mount(o.Mount, ctl, fsnodes.Options{AllowOther: o.AllowOther, Debug: o.DebugFUSE, Logger: log,
+		DataBinds: o.DataBinds, FollowSymlinks: o.FollowSymlinks})
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", o.Mount, err)
 	}

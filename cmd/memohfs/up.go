@@ -170,6 +170,8 @@ func upOptions(c *cli.Context, l upLayout) serveOptions {
 		AllowOther:     c.Bool("allow-other"),
 		StopBotsOnExit: c.Bool("stop-bots-on-exit"),
 		DebugFUSE:      c.Bool("debug-fuse"),
+		DataBinds:      c.Bool("data-binds"),
+		FollowSymlinks: c.Bool("follow-symlinks"),
 		Pprof:          c.String("pprof"),
 	}
 	o.Runtime.Address = embedded.ContainerdConfig{Dir: l.path("containerd"), SocketDir: filepath.Join(l.Run, "ctrd")}.Address()
