@@ -112,6 +112,9 @@ func (bs *binds) release(name string) {
 
 // detach drops name's bind, if it has one.
 func (bs *binds) detach(name string) {
+	if bs == nil {
+		return
+	}
 	bs.mu.Lock()
 	bb := bs.byBot[name]
 	delete(bs.byBot, name)
