@@ -84,6 +84,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	}
 	t.Cleanup(s.c.Close)
 	t.Cleanup(func() { rt.UnmountAll(context.Background()) })
+	o.FS.DataBinds = testenv.DataBinds() // the suites run on both paths
 	server, root, err := fsnodes.Mount(s.mnt, s.c, o.FS)
 	if err != nil {
 		t.Fatal(err)
