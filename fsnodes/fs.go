@@ -38,8 +38,9 @@ type Options struct {
 	// (binds.go), so the kernel serves it; the FUSE node stays under it.
 	DataBinds bool
 	// FollowSymlinks lets the host follow symlinks under the mount. Off,
-	// the mount and every bind are nosymfollow: a path walk through a
-	// link a bot made answers ELOOP (readlink still reads it).
+	// with DataBinds, the mount and every bind are nosymfollow: a path
+	// walk through a link a bot made answers ELOOP (readlink still reads
+	// it). Binds are always nosymfollow.
 	FollowSymlinks bool
 	// NoPassthrough turns kernel passthrough off (for comparisons).
 	NoPassthrough bool
@@ -164,7 +165,10 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 	closeOnExecFUSE()
 	root.dataIO = probeDataIO(server, o.NoPassthrough)
 	o.Logger.Info("data/ file I/O", "mode", root.dataIO)
-	if err := mount.Private(dir, o.FollowSymlinks); err != nil {
+	// nosymfollow comes with binds for now: the escape and isolation
+	// suites still hold the FUSE-only mount to the kernel's own symlink
+	// checks (issue 11 makes it the default).
+	if err := mount.Private(dir, o.FollowSymlinks || !o.DataBinds); err != nil {
 		server.Unmount()
 		root.close()
 		return nil, nil, err
