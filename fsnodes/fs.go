@@ -149,7 +149,7 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 		opts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
 	raiseFdLimit(o.Logger)
-	raw := &umaskFS{RawFileSystem: fs.NewNodeFS(root, opts)}
+	raw := &umaskFS{RawFileSystem: noFlushFS{fs.NewNodeFS(root, opts)}}
 	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
 		root.close()
