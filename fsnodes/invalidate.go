@@ -15,9 +15,12 @@ import (
 // the mount) up to date, touching only what the kernel knows:
 //
 //   - the host entry is as memohfs itself left it: nothing (our own change);
-//   - gone on the host, or replaced by another file: the entry is deleted
+//   - gone on the host, or replaced by another file: the entry is dropped.
+//     If the file the kernel knows there has no name left, it is deleted
 //     (NOTIFY_DELETE, which leaves a process whose working dir it was in a
-//     deleted dir, as on a disk);
+//     deleted dir, as on a disk); if it was moved elsewhere it lives on
+//     (NOTIFY_INVAL_ENTRY: a process in it, or holding it open, goes on
+//     using it, and it shows up under its new name on the next lookup);
 //   - the same file, changed: its attributes and pages are dropped, the
 //     entry stays (invalidating the entry of a directory someone has as
 //     working dir would cut them off: getcwd fails);
@@ -61,8 +64,13 @@ func (t *tree) invalidate(ch change) {
 	switch {
 	case child == nil:
 		dir.NotifyEntry(name)
+		t.negs.drop(dir, name)
 	case !exists || child.StableAttr() != t.stable(&x):
-		dir.NotifyDelete(name, child)
+		if linked(child) {
+			dir.NotifyEntry(name)
+		} else {
+			dir.NotifyDelete(name, child)
+		}
 	default:
 		child.NotifyContent(0, 0)
 	}
@@ -71,7 +79,21 @@ func (t *tree) invalidate(ch change) {
 	}
 }
 
-// invalidateAll forgets every entry the kernel knows under t's root.
+// linked reports whether the host file of a node still has a name
+// (nlink > 0): moved, not removed.
+func linked(ch *gofs.Inode) bool {
+	n, ok := ch.Operations().(*dataNode)
+	if !ok {
+		return false
+	}
+	var x unix.Statx_t
+	return n.hostFd(ctxBackground(), func(fd int) syscall.Errno {
+		return gofs.ToErrno(statx(fd, "", &x))
+	}) == 0 && x.Nlink > 0
+}
+
+// invalidateAll forgets every entry the kernel knows under t's root,
+// the names it holds as missing included.
 func invalidateAll(t *tree) {
 	if t.root == nil {
 		return
@@ -86,6 +108,9 @@ func invalidateAll(t *tree) {
 	}
 	walk(t.root)
 	t.root.NotifyContent(0, 0)
+	for _, k := range t.negs.take() {
+		k.dir.NotifyEntry(k.name)
+	}
 	t.forgetOwn()
 }
 

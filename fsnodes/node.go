@@ -157,7 +157,10 @@ func (n *dataNode) childOf(ctx context.Context, fd int, name string, out *fuse.E
 	}
 	if made {
 		n.t.noteOwn(n.t.relOf(n.EmbeddedInode(), name), &x)
+	} else if n.t.goneN.Load() > 0 {
+		n.t.sawEntry(n.t.relOf(n.EmbeddedInode(), name))
 	}
+	n.t.negs.drop(n.EmbeddedInode(), name)
 	attrFromStatx(&out.Attr, &x)
 	n.cacheHint(name, out)
 	return n.t.nodeFor(ctx, n, fd, n.t.stable(&x)), 0

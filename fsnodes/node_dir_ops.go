@@ -25,19 +25,33 @@ func (n *dataNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		ch, e = n.lookupChild(ctx, dirfd, name, out)
 		return e
 	})
-	if errno == syscall.ENOENT && n.t.noCache(n.t.relOf(n.EmbeddedInode(), name)) {
-		noNegative(out)
+	if errno == syscall.ENOENT {
+		if n.t.noCache(n.t.relOf(n.EmbeddedInode(), name)) {
+			noNegative(out)
+		} else {
+			n.t.negs.note(n.EmbeddedInode(), name, n.t.entryTTL, out)
+		}
 	}
 	return ch, errno
 }
 
 // made opens the entry a call just made by name (mkdir, mknod and
-// symlink give no fd) without following it, and says whether it is what
-// the caller made: of type typ and the caller's. A bot that swapped the
-// name in between gets its own entry looked up, as a LOOKUP would, and
-// it is not noted as memohfs's change.
+// symlink give no fd) without following it, for the reply. The kernel
+// needs the reply to be of the type it asked to make (go-fuse panics on a
+// MKDIR answered with a file). If the bot swapped the name in between,
+// the name holds something else, or nothing:
+//
+//   - an entry of the right type is answered, as a LOOKUP would, but is
+//     noted as memohfs's own change only if it is the caller's;
+//   - otherwise what the call made was moved away by the bot: errMoved,
+//     and makeEntry makes it again (the caller asked for an entry at this
+//     name; what the bot took is the bot's business, as it would be had it
+//     taken it a moment later).
 func (n *dataNode) made(ctx context.Context, dirfd int, name string, typ uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT {
+		return nil, errMoved
+	}
 	if err != nil {
 		return nil, fs.ToErrno(err)
 	}
@@ -46,10 +60,21 @@ func (n *dataNode) made(ctx context.Context, dirfd int, name string, typ uint32,
 		unix.Close(fd)
 		return nil, fs.ToErrno(err)
 	}
+	if uint32(x.Mode)&unix.S_IFMT != typ {
+		unix.Close(fd)
+		return nil, errMoved
+	}
 	c, ok := fuse.FromContext(ctx)
-	ours := uint32(x.Mode)&unix.S_IFMT == typ && (!ok || x.Uid == c.Uid)
-	return n.childOf(ctx, fd, name, out, ours)
+	return n.childOf(ctx, fd, name, out, !ok || x.Uid == c.Uid)
 }
+
+// errMoved says an entry just made was moved away before it was opened.
+const errMoved = syscall.Errno(0x7fff)
+
+// makeAttempts bounds how often makeEntry makes an entry the bot keeps
+// moving away; after that the call answers ESTALE (the kernel tries the
+// whole call once more).
+const makeAttempts = 4
 
 // makeEntry runs mk, which makes the entry name of type typ in n's fd,
 // as the caller with umask, and returns the node of what it made.
@@ -59,12 +84,16 @@ func (n *dataNode) makeEntry(ctx context.Context, name string, typ, umask uint32
 	}
 	var ch *fs.Inode
 	errno := n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
-		if e := n.asCaller(ctx, true, umask, func() error { return mk(dirfd) }); e != 0 {
-			return e
+		for range makeAttempts {
+			if e := n.asCaller(ctx, true, umask, func() error { return mk(dirfd) }); e != 0 {
+				return e
+			}
+			var e syscall.Errno
+			if ch, e = n.made(ctx, dirfd, name, typ, out); e != errMoved {
+				return e
+			}
 		}
-		var e syscall.Errno
-		ch, e = n.made(ctx, dirfd, name, typ, out)
-		return e
+		return syscall.ESTALE
 	})
 	return ch, errno
 }
@@ -86,7 +115,11 @@ var _ fs.NodeMknoder = (*dataNode)(nil)
 // node made here opens nothing, on the host or in the bot.
 func (n *dataNode) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	mode, umask := modeAndUmask(mode)
-	return n.makeEntry(ctx, name, mode&unix.S_IFMT, umask, out, func(dirfd int) error {
+	typ := mode & unix.S_IFMT
+	if typ == 0 {
+		typ = unix.S_IFREG // mknod(2): a zero type is a regular file
+	}
+	return n.makeEntry(ctx, name, typ, umask, out, func(dirfd int) error {
 		return unix.Mknodat(dirfd, name, mode, int(rdev))
 	})
 }
