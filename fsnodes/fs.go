@@ -150,7 +150,16 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 	}
 	raiseFdLimit(o.Logger)
 	raw := &umaskFS{RawFileSystem: noFlushFS{fs.NewNodeFS(root, opts)}}
+	// go-fuse opens /dev/fuse without O_CLOEXEC. No fork may come between
+	// that open and closeOnExecFUSE, or the child keeps the connection
+	// (see closeOnExecFUSE): forks take syscall.ForkLock for writing.
+	// The mount is a direct mount(2) (memohfs runs as root): no fusermount
+	// is exec'd, which would wait for this lock.
+	opts.MountOptions.DirectMountStrict = true
+	syscall.ForkLock.RLock()
 	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
+	closeOnExecFUSE()
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		root.close()
 		return nil, nil, err
@@ -162,7 +171,6 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 		return nil, nil, err
 	}
 	raw.dontMask.Store(server.KernelSettings().Flags64()&fuse.CAP_DONT_MASK != 0)
-	closeOnExecFUSE()
 	root.dataIO = probeDataIO(server, o.NoPassthrough)
 	o.Logger.Info("data/ file I/O", "mode", root.dataIO)
 	// nosymfollow comes with binds for now: the escape and isolation

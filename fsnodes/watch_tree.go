@@ -2,8 +2,10 @@ package fsnodes
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +39,10 @@ type treeWatch struct {
 
 	bmu     sync.Mutex
 	pending map[string]*burst // rel -> its burst of events
+	seq     uint64            // events seen (bmu), to order bursts
+	// tellMu makes tells one at a time: a change is told only after all
+	// told before it are done.
+	tellMu sync.Mutex
 
 	lmu    sync.Mutex
 	logged map[string]bool // degraded kinds already logged
@@ -47,11 +53,17 @@ type treeWatch struct {
 
 // burst gathers the events of one path after the first.
 type burst struct {
-	ops op
+	ops  op
+	last uint64 // seq of its latest event
 }
 
 // quiet is how long a path's later events are gathered before they are
 // told.
+//
+// Gathering never reorders what is told: a path's first event is told
+// after whatever other paths gathered before it (a bot that writes a
+// file, then a flag file saying it is done: whoever sees the flag
+// through data/ sees the file's new contents).
 const quiet = 2 * time.Millisecond
 
 // startTreeWatch makes root's instance and starts its goroutine, which
@@ -249,15 +261,36 @@ func (tw *treeWatch) event(wd int32, mask uint32, name string) bool {
 // delay) and gathers the rest of its burst, told when it ends.
 func (tw *treeWatch) handle(rel string, o op) {
 	tw.bmu.Lock()
+	tw.seq++
 	if b, ok := tw.pending[rel]; ok {
 		b.ops |= o
+		b.last = tw.seq
 		tw.bmu.Unlock()
 		return
 	}
-	tw.pending[rel] = &burst{}
+	// What other paths gathered came first: it is told first.
+	type gathered struct {
+		ch   change
+		last uint64
+	}
+	var earlier []gathered
+	for r, b := range tw.pending {
+		if b.ops != 0 {
+			earlier = append(earlier, gathered{change{Rel: r, Op: b.ops}, b.last})
+			b.ops = 0
+		}
+	}
+	tw.pending[rel] = &burst{last: tw.seq}
+	// Taken before bmu is let go: the tells keep the order of the events.
+	tw.tellMu.Lock()
 	tw.bmu.Unlock()
+	defer tw.tellMu.Unlock()
+	slices.SortFunc(earlier, func(a, b gathered) int { return cmp.Compare(a.last, b.last) })
+	for _, g := range earlier {
+		tw.tellLocked(g.ch)
+	}
 	time.AfterFunc(quiet, func() { tw.flush(rel) })
-	tw.tellNow(change{Rel: rel, Op: o})
+	tw.tellLocked(change{Rel: rel, Op: o})
 }
 
 // flush tells what a burst gathered after its first event, if anything.
@@ -265,13 +298,24 @@ func (tw *treeWatch) flush(rel string) {
 	tw.bmu.Lock()
 	b := tw.pending[rel]
 	delete(tw.pending, rel)
-	tw.bmu.Unlock()
-	if b != nil && b.ops != 0 {
-		tw.tellNow(change{Rel: rel, Op: b.ops})
+	if b == nil || b.ops == 0 {
+		tw.bmu.Unlock()
+		return
 	}
+	tw.tellMu.Lock()
+	tw.bmu.Unlock()
+	defer tw.tellMu.Unlock()
+	tw.tellLocked(change{Rel: rel, Op: b.ops})
 }
 
+// tellNow tells ch, after any tell in progress.
 func (tw *treeWatch) tellNow(ch change) {
+	tw.tellMu.Lock()
+	defer tw.tellMu.Unlock()
+	tw.tellLocked(ch)
+}
+
+func (tw *treeWatch) tellLocked(ch change) {
 	if !tw.stopped() {
 		tw.tell(ch)
 	}

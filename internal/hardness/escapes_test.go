@@ -944,7 +944,8 @@ func escGoneAgain(t *testing.T, e *escEnv) {
 		waitFor(t, time.Minute, c.what+": the bot's dir seen", func() bool { _, err := os.Lstat(p); return err == nil })
 		must(t, os.Remove(h)) // as the bot
 		// A marker the mount had cached as missing, made after: once a
-		// stat shows it, the watcher has handled the removal.
+		// stat shows it, the watcher has handled the removal (it tells
+		// changes in the order they came, bursts of one path included).
 		m := filepath.Join(c.dir, "gone-again-marker")
 		if _, err := os.Lstat(m); !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("%s: %v", m, err)
