@@ -160,17 +160,7 @@ func (c *Controller) followRuntime(ctx context.Context) {
 		// Exits missed while the stream was broken. (Those from before
 		// the daemon started are Reconcile's.)
 		if !first {
-			c.mu.RLock()
-			var running []*bot
-			for _, b := range c.bots {
-				if b.getState() == StateRunning {
-					running = append(running, b)
-				}
-			}
-			c.mu.RUnlock()
-			for _, b := range running {
-				c.refreshTask(ctx, b)
-			}
+			c.refreshRunning(ctx)
 		}
 		for ev := range events {
 			backoff = 200 * time.Millisecond
@@ -190,6 +180,21 @@ func (c *Controller) followRuntime(ctx context.Context) {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// refreshRunning reads the task of every bot that is running, once.
+func (c *Controller) refreshRunning(ctx context.Context) {
+	c.mu.RLock()
+	var running []*bot
+	for _, b := range c.bots {
+		if b.getState() == StateRunning {
+			running = append(running, b)
+		}
+	}
+	c.mu.RUnlock()
+	for _, b := range running {
+		c.refreshTask(ctx, b)
 	}
 }
 

@@ -139,6 +139,10 @@ func (c *Controller) Reconcile(ctx context.Context) (Report, error) {
 			}
 		}
 	}
+	// A task that ended after its bot was reconciled, before the event
+	// stream (subscribed as the controller started, asynchronously) was
+	// up, told nobody: read every running bot's task once more.
+	c.refreshRunning(ctx)
 	released, err := c.rt.ReleaseNetworkLeaks(ctx)
 	rep.Released = append(rep.Released, released...)
 	if err != nil {
