@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -62,5 +63,46 @@ func TestDoctorInotify(t *testing.T) {
 				t.Errorf("--bots %d: %s too low (%d < %d), want warn and %q: %q", bots, c.name, c.cur, c.need, fix, l)
 			}
 		}
+	}
+}
+
+// TestDoctorBinds: doctor's data/ binds row is ok on this machine (root,
+// Linux with open_tree), and, run without CAP_SYS_ADMIN (setpriv drops it
+// from root), warns that data/ goes through FUSE, says why, and gives the
+// fix; a warning, not a failure: data/ is still served.
+func TestDoctorBinds(t *testing.T) {
+	bin := binary(t)
+	row := func(out string) string {
+		t.Helper()
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "data/ binds ") {
+				return l
+			}
+		}
+		t.Fatalf("no data/ binds row:\n%s", out)
+		return ""
+	}
+	out, err := runBin(bin, os.Environ(), "doctor")
+	if err != nil {
+		t.Fatalf("doctor: %v\n%s", err, out)
+	}
+	if l := row(out); !strings.Contains(l, " ok ") || !strings.Contains(l, "open_tree works") || strings.Contains(l, "run memohfs as root") {
+		t.Fatalf("doctor as root: %q, want ok", l)
+	}
+
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatal("setpriv (util-linux) is needed to run doctor without CAP_SYS_ADMIN")
+	}
+	cmd := exec.Command(setpriv, "--inh-caps", "-sys_admin", "--bounding-set", "-sys_admin", bin, "doctor")
+	b, _ := cmd.CombinedOutput() // its exit is the other rows' business
+	l := row(string(b))
+	for _, want := range []string{" warn ", "FUSE only", "CAP_SYS_ADMIN", "run memohfs as root", "data/ goes through FUSE"} {
+		if !strings.Contains(l, want) {
+			t.Errorf("doctor without CAP_SYS_ADMIN: %q lacks %q", l, want)
+		}
+	}
+	if strings.Contains(l, "FAIL") {
+		t.Errorf("doctor without CAP_SYS_ADMIN fails on binds: %q", l)
 	}
 }
