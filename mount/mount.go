@@ -103,8 +103,11 @@ func Check(dir string) (State, error) {
 }
 
 // Prepare makes dir ready to mount on: it creates it, and clears a stale
-// mount a dead memohfs left there. A live mount is an error: another
-// server has it. It reports whether it cleared a stale mount.
+// mount a dead memohfs left there together with everything mounted below
+// it (the data/ binds: the lazy detach takes the submounts with it, so
+// none is left to stack under the new mount's binds). A live mount is an
+// error: another server has it. It reports whether it cleared a stale
+// mount.
 func Prepare(dir string) (cleared bool, err error) {
 	st, err := Check(dir)
 	if err != nil {

@@ -1,11 +1,17 @@
 package main
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/memohfs/memohfs/mount"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 )
 
 func umountCommand() *cli.Command {
@@ -30,6 +36,10 @@ func umountCommand() *cli.Command {
 				fmt.Fprintf(c.App.Writer, "%s: its server was gone or hung: connection aborted, mount detached\n", dir)
 				return nil
 			}
+			// The data/ binds on a live mount make it busy (the
+			// daemon holds each one's fd, so none unmounts plainly):
+			// they are detached first.
+			binds := detachSubmounts(dir)
 			mode, err := mount.Unmount(dir, c.Duration("wait"))
 			if err != nil {
 				return err
@@ -37,6 +47,9 @@ func umountCommand() *cli.Command {
 			switch mode {
 			case mount.Clean:
 				fmt.Fprintf(c.App.Writer, "%s: unmounted\n", dir)
+				if binds > 0 {
+					fmt.Fprintf(c.App.Writer, "%s: its %d data/ binds were detached first (a process inside one keeps it until it lets go)\n", dir, binds)
+				}
 			case mount.Lazy:
 				fmt.Fprintf(c.App.Writer, "%s: busy: detached lazily; it goes when its last user lets go\n", dir)
 			case mount.NotThere:
@@ -45,4 +58,58 @@ func umountCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// detachSubmounts detaches (lazily) each mount right on the memohfs mount
+// at dir: the data/ binds memohfs put there. It says how many it
+// detached. Their paths are walked through memohfs's own nodes only: a
+// mount below one of them (inside a bot's data, a path the bot controls)
+// is never named; it goes with its parent.
+func detachSubmounts(dir string) int {
+	dir = filepath.Clean(dir)
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return 0
+	}
+	var below []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		if mp := unescapeMountPoint(fields[4]); strings.HasPrefix(mp, dir+"/") {
+			below = append(below, mp)
+		}
+	}
+	f.Close()
+	isMount := map[string]bool{}
+	for _, mp := range below {
+		isMount[mp] = true
+	}
+	n := 0
+	for _, mp := range below {
+		top := true
+		for p := filepath.Dir(mp); p != dir && len(p) > len(dir); p = filepath.Dir(p) {
+			if isMount[p] {
+				top = false
+				break
+			}
+		}
+		if !top {
+			continue
+		}
+		if err := unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err == nil {
+			n++
+		} else if !errors.Is(err, unix.EINVAL) {
+			fmt.Fprintf(os.Stderr, "detach %s: %v\n", mp, err)
+		}
+	}
+	return n
+}
+
+// unescapeMountPoint undoes the escapes of a mount point in mountinfo.
+func unescapeMountPoint(s string) string {
+	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
 }
