@@ -173,10 +173,10 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 	raw.dontMask.Store(server.KernelSettings().Flags64()&fuse.CAP_DONT_MASK != 0)
 	root.dataIO = probeDataIO(server, o.NoPassthrough)
 	o.Logger.Info("data/ file I/O", "mode", root.dataIO)
-	// nosymfollow comes with binds for now: the escape and isolation
-	// suites still hold the FUSE-only mount to the kernel's own symlink
-	// checks (issue 11 makes it the default).
-	if err := mount.Private(dir, o.FollowSymlinks || !o.DataBinds); err != nil {
+	// nosymfollow: the host follows no symlink under the mount, on
+	// either path (a bot's absolute link names the bot's files inside it,
+	// the host's outside). FollowSymlinks turns it off.
+	if err := mount.Private(dir, o.FollowSymlinks); err != nil {
 		server.Unmount()
 		root.close()
 		return nil, nil, err

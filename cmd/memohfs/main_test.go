@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,9 +67,9 @@ func startUp(t *testing.T, state, mnt string, extra ...string) *daemon {
 	defer logf.Close()
 	d.cmd = exec.Command(binary(t), "up", "--mount", mnt, "--state-dir", state, "--containerd-bin", bin,
 		"--bridge", env.Net.Bridge, "--subnet", env.Net.Subnet)
-	if testenv.DataBinds() { // this run's data/ path
-		d.cmd.Args = append(d.cmd.Args, "--data-binds")
-	}
+	// This run's data/ path, whatever up's default (extra may say
+	// otherwise: the last --data-binds wins).
+	d.cmd.Args = append(d.cmd.Args, fmt.Sprintf("--data-binds=%t", testenv.DataBinds()))
 	d.cmd.Args = append(d.cmd.Args, extra...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
