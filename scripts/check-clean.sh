@@ -1,6 +1,7 @@
 #!/bin/bash
 # check-clean.sh: after the tests, nothing of theirs is left on the machine:
-# no mount, no process (found by its command line, its working dir, deleted
+# no mount (under the test root, submounts such as data/ binds included, or
+# on a memohfs mount whose server is gone), no process (found by its command line, its working dir, deleted
 # or not, or its executable under the test root, or as a descendant of one),
 # no containerd shim of a test's containerd or `memohfs up` (its bundle, its
 # socket or its daemon's socket under the test root or in the socket dir of
@@ -60,13 +61,50 @@ for rec in "$root"/*/up/*; do
 	updirs[$rundirs/$(basename "$rec")]=1
 done
 
-# Mounts.
+# Mounts: every mount under root (but a live run's), and every mount on
+# a memohfs FUSE mount elsewhere whose server is gone. A mount on a
+# memohfs mount (a data/ bind, say) is named with the mount it is on: a
+# bind a dead or killed memohfs left stays in the mount table under its
+# mount, and keeps the bot's data dir busy.
+mps=() types=()
+declare -A memoh=() dead=()
 while read -r mp fstype; do
 	mp=$(printf '%b' "$mp")
-	if mine "$mp"; then
-		say "mount left: $mp ($fstype)"
-	fi
+	mps+=("$mp") types+=("$fstype")
+	[[ $fstype == fuse.memohfs ]] && memoh[$mp]=1
 done < <(awk '{for (i = 7; $i != "-"; i++); print $5, $(i+1)}' /proc/self/mountinfo)
+# on_memoh MP: the memohfs mount MP is on (below it), "" if none.
+on_memoh() {
+	local p=$1
+	while [[ $p == /*/* ]]; do
+		p=${p%/*}
+		[[ -n ${memoh[$p]:-} ]] && { echo "$p"; return; }
+	done
+	[[ $p != / && -n ${memoh[/]:-} ]] && echo /
+}
+# gone MP: the FUSE server of the mount on MP is gone or hangs (statfs
+# always reaches the server; a stuck one is killed after 2 s).
+gone() {
+	local out
+	if [[ -z ${dead[$1]:-} ]]; then
+		dead[$1]=no
+		if ! out=$(timeout -s KILL 2 stat -f -- "$1" 2>&1 >/dev/null); then
+			[[ -z $out || $out == *"not connected"* || $out == *"aborted"* ]] && dead[$1]=yes
+		fi
+	fi
+	[[ ${dead[$1]} == yes ]]
+}
+for i in "${!mps[@]}"; do
+	mp=${mps[$i]} fstype=${types[$i]}
+	top=$(on_memoh "$mp")
+	if mine "$mp"; then
+		say "mount left: $mp ($fstype${top:+, on the memohfs mount $top})"
+	elif [[ -n $top ]] && gone "$top"; then
+		say "mount left: $mp ($fstype, on the memohfs mount $top, whose server is gone)"
+	elif [[ $fstype == fuse.memohfs && -z $top ]] && [[ $mp != "$root" && $mp != "$root"/* ]] && gone "$mp"; then
+		say "memohfs mount left, its server gone: $mp"
+	fi
+done
 
 # Processes, and their descendants.
 declare -A why=() parent=() cmds=()
