@@ -1,12 +1,13 @@
 #!/bin/bash
 # check-clean.sh: after the tests, nothing of theirs is left on the machine:
 # no mount (under the test root, submounts such as data/ binds included, or
-# on a memohfs mount whose server is gone), no process (found by its command line, its working dir, deleted
-# or not, or its executable under the test root, or as a descendant of one),
-# no containerd shim of a test's containerd or `memohfs up` (its bundle, its
-# socket or its daemon's socket under the test root or in the socket dir of
-# an up instance a test registered), no socket dir of such an instance, no
-# bridge, no loop device, no test cgroup, no run dir.
+# on a memohfs mount whose server is gone), no process (found by its command
+# line, its working dir, deleted or not, or its executable under the test
+# root, or as a descendant of one), no containerd shim of a test's
+# containerd or `memohfs up` (its bundle, its socket or its daemon's socket
+# under the test root or in the socket dir of an up instance a test
+# registered), no socket dir of such an instance, no bridge, no loop
+# device, no test cgroup, no run dir.
 #
 # What belongs to a run that is still alive (its dir's owner stamp, "<pid>
 # <start time>", names a live process: another `go test` on this machine) is
