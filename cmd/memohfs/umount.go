@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/memohfs/memohfs/mount"
@@ -67,23 +65,16 @@ func umountCommand() *cli.Command {
 // is never named; it goes with its parent.
 func detachSubmounts(dir string) int {
 	dir = filepath.Clean(dir)
-	f, err := os.Open("/proc/self/mountinfo")
+	all, err := mount.Submounts(dir)
 	if err != nil {
 		return 0
 	}
 	var below []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		if mp := unescapeMountPoint(fields[4]); strings.HasPrefix(mp, dir+"/") {
-			below = append(below, mp)
+	for _, m := range all {
+		if m.MountPoint != dir {
+			below = append(below, m.MountPoint)
 		}
 	}
-	f.Close()
 	isMount := map[string]bool{}
 	for _, mp := range below {
 		isMount[mp] = true
@@ -107,9 +98,4 @@ func detachSubmounts(dir string) int {
 		}
 	}
 	return n
-}
-
-// unescapeMountPoint undoes the escapes of a mount point in mountinfo.
-func unescapeMountPoint(s string) string {
-	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
 }
