@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,50 +16,20 @@ import (
 	"github.com/memohfs/memohfs/mount"
 )
 
-// mountPoints lists the mount points in /proc/self/mountinfo at or below
-// dir, one entry per mount (a point mounted on twice is listed twice).
+// mountPoints lists the mount points at or below dir, one entry per mount
+// (a point mounted on twice is listed twice), sorted.
 func mountPoints(t *testing.T, dir string) []string {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mount.Submounts(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	dir = filepath.Clean(dir)
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeOctal(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.MountPoint)
 	}
 	sort.Strings(out)
 	return out
-}
-
-// unescapeOctal undoes mountinfo's \ooo escapes.
-func unescapeOctal(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // bindCounts counts the mounts on <mnt>/<bot>/data for every bot, and
