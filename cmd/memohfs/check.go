@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/memohfs/memohfs/control"
+	"github.com/memohfs/memohfs/mount"
 	"github.com/memohfs/memohfs/runtime"
 	"github.com/memohfs/memohfs/store"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 )
 
 func checkCommand() *cli.Command {
@@ -32,7 +36,10 @@ func checkCommand() *cli.Command {
 			"namespace no running task holds, a delete left half done, and a bots/ or snapshots/ dir under\n" +
 			"the data root with no bot record (data a crash left; reconcile moves it to the trash).\n" +
 			"Containers labelled as bots with no record are listed as orphans (memohfs never deletes\n" +
-			"them). Run it while no ctl write is in flight.\n\n" +
+			"them). With --mount it also checks each bot's data/ bind (status `data-path bind`): exactly one\n" +
+			"mount on <mount>/<bot>/data, showing the bot's data dir (same st_dev/st_ino), with nosymfollow,\n" +
+			"nodev and nosuid; and no mount there for a bot whose data/ goes through FUSE. Run it in the\n" +
+			"daemon's mount namespace, while no ctl write is in flight.\n\n" +
 			"  memohfs check --up --state-dir /var/lib/memohfs --mount /memoh",
 		Flags: flags,
 		Action: func(c *cli.Context) error {
@@ -107,5 +114,173 @@ func runCheck(ctx context.Context, o serveOptions) (control.CheckReport, error) 
 	if err != nil {
 		return control.CheckReport{}, err
 	}
-	return control.CheckFrom(ctx, rt, st, dataRoot, served, live)
+	rep, err := control.CheckFrom(ctx, rt, st, dataRoot, served, live)
+	if err != nil || o.Mount == "" {
+		return rep, err
+	}
+	bp, err := bindProblems(o.Mount, dataRoot)
+	if err != nil {
+		return rep, err
+	}
+	rep.Problems = append(rep.Problems, bp...)
+	sort.Strings(rep.Problems)
+	return rep, nil
+}
+
+// bindProblems checks the data/ binds of the bots served at mnt (whose
+// data root is dataRoot) against their status files: a bot whose status
+// says `data-path bind` has exactly one mount on mnt/<bot>/data, whose
+// root is the bot's data dir (st_dev and st_ino of dataRoot/bots/<bot>,
+// opened without following a link) and which has nosymfollow, nodev and
+// nosuid; a bot whose status says fuse, and a name the mount does not
+// serve, has none. It reads mountinfo, the status files and stats the
+// data/ mount points; it changes nothing.
+func bindProblems(mnt, dataRoot string) ([]string, error) {
+	mnt, err := filepath.Abs(mnt)
+	if err != nil {
+		return nil, err
+	}
+	// mountinfo names mount points with no symlink in them; the mount
+	// point's own parents are the admin's, not a bot's.
+	parent, err := filepath.EvalSymlinks(filepath.Dir(mnt))
+	if err != nil {
+		return nil, err
+	}
+	mnt = filepath.Join(parent, filepath.Base(mnt))
+	subs, err := mount.Submounts(mnt)
+	if err != nil {
+		return nil, fmt.Errorf("check: mountinfo: %w", err)
+	}
+	on := map[string][]mount.MountInfo{} // bot name -> the mounts on its data/
+	for _, m := range subs {
+		rel, ok := strings.CutPrefix(m.MountPoint, mnt+"/")
+		if name, rest, _ := strings.Cut(rel, "/"); ok && rest == "data" {
+			on[name] = append(on[name], m)
+		}
+	}
+	var problems []string
+	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	entries, err := os.ReadDir(mnt)
+	if err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	served := map[string]bool{}
+	for _, e := range entries {
+		name := e.Name()
+		served[name] = true
+		b, err := os.ReadFile(filepath.Join(mnt, name, "status"))
+		if err != nil {
+			continue // the control check reports a bot it cannot read
+		}
+		path := statusValue(string(b), "data-path")
+		target := filepath.Join(mnt, name, "data")
+		ms := on[name]
+		switch path {
+		case "bind":
+			if len(ms) == 0 {
+				problem("bot %s: data/ bind is missing: status says data-path bind, nothing is mounted on %s", name, target)
+				break
+			}
+			if len(ms) > 1 {
+				problem("bot %s: data/ bind: %d mounts on %s (roots %s), want one", name, len(ms), target, roots(ms))
+			}
+			checkBind(name, target, filepath.Join(dataRoot, "bots", name), ms, problem)
+		case "fuse":
+			if len(ms) > 0 {
+				problem("bot %s: data/ bind: status says data-path fuse, but %d mount(s) on %s (roots %s)",
+					name, len(ms), target, roots(ms))
+			}
+		}
+	}
+	for name, ms := range on {
+		if !served[name] {
+			problem("bot %s: data/ bind: %d mount(s) on %s, a bot the mount does not serve", name, len(ms), filepath.Join(mnt, name, "data"))
+		}
+	}
+	return problems, nil
+}
+
+// checkBind checks the mount that target (bot name's data/) reaches, one
+// of ms (the mounts on target): its root is the data dir dataDir, and it
+// has BindFlags' options.
+func checkBind(name, target, dataDir string, ms []mount.MountInfo, problem func(string, ...any)) {
+	want, err := statDataDir(dataDir)
+	if err != nil {
+		problem("bot %s: data/ bind: cannot open the data dir %s: %v", name, dataDir, err)
+		return
+	}
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, target, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO|unix.STATX_MNT_ID, &stx); err != nil {
+		problem("bot %s: data/ bind: stat %s: %v", name, target, err)
+		return
+	}
+	var m *mount.MountInfo
+	for i := range ms {
+		if uint64(ms[i].ID) == stx.Mnt_id {
+			m = &ms[i]
+		}
+	}
+	if m == nil {
+		problem("bot %s: data/ bind: %s reaches mount %d, mountinfo lists %s there (did it change while checked?)",
+			name, target, stx.Mnt_id, ids(ms))
+		return
+	}
+	if dev := unix.Mkdev(stx.Dev_major, stx.Dev_minor); dev != want.Dev || stx.Ino != want.Ino {
+		problem("bot %s: data/ bind shows another dir (root %s, dev %d:%d ino %d), not the data dir %s (dev %d:%d ino %d)",
+			name, m.Root, stx.Dev_major, stx.Dev_minor, stx.Ino, dataDir, unix.Major(want.Dev), unix.Minor(want.Dev), want.Ino)
+	}
+	var lacks []string
+	for _, o := range []string{"nosymfollow", "nodev", "nosuid"} {
+		if !m.HasOptions(o) {
+			lacks = append(lacks, o)
+		}
+	}
+	if len(lacks) > 0 {
+		problem("bot %s: data/ bind on %s lacks %s (options %s)", name, target, strings.Join(lacks, ", "), strings.Join(m.Options, ","))
+	}
+}
+
+// statDataDir stats a bot's data dir, opened from its parent without
+// following a link at its last name (the bot cannot swap the data dir
+// itself; its parent, bots/, is memohfs's own).
+func statDataDir(dir string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	parent, err := unix.Open(filepath.Dir(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return st, err
+	}
+	defer unix.Close(parent)
+	fd, err := unix.Openat(parent, filepath.Base(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return st, err
+	}
+	defer unix.Close(fd)
+	err = unix.Fstat(fd, &st)
+	return st, err
+}
+
+// statusValue is the value of key in a status file ("" if it has none).
+func statusValue(status, key string) string {
+	for _, l := range strings.Split(status, "\n") {
+		if k, v, ok := strings.Cut(l, " "); ok && k == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func ids(ms []mount.MountInfo) string {
+	var s []string
+	for _, m := range ms {
+		s = append(s, strconv.Itoa(m.ID))
+	}
+	return strings.Join(s, ", ")
+}
+
+func roots(ms []mount.MountInfo) string {
+	var rs []string
+	for _, m := range ms {
+		rs = append(rs, m.Root)
+	}
+	return strings.Join(rs, ", ")
 }
