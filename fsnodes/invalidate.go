@@ -23,7 +23,9 @@ import (
 //     using it, and it shows up under its new name on the next lookup);
 //   - the same file, changed: its attributes and pages are dropped, the
 //     entry stays (invalidating the entry of a directory someone has as
-//     working dir would cut them off: getcwd fails);
+//     working dir would cut them off: getcwd fails), unless the kernel is
+//     only now making its inode from a lookup answered before the change:
+//     then the entry that lookup makes is dropped;
 //   - new, never seen: a negative entry is dropped;
 //
 // and a directory whose entries changed has its cached listing dropped.
@@ -72,7 +74,15 @@ func (t *tree) invalidate(ch change) {
 			dir.NotifyDelete(name, child)
 		}
 	default:
-		child.NotifyContent(0, 0)
+		if child.NotifyContent(0, 0) == syscall.ENOENT {
+			// The kernel has no inode for the node yet: a lookup (or
+			// readdirplus) that answered it may still be on its way in,
+			// with the attributes from before this change, and
+			// NOTIFY_INVAL_INODE was dropped. NOTIFY_INVAL_ENTRY takes
+			// the parent's lock, which such a lookup holds until its
+			// entry is made: it waits for it and drops that entry.
+			dir.NotifyEntry(name)
+		}
 	}
 	if ch.Op.has(opCreate | opRemove | opRename) {
 		dir.NotifyContent(0, 0) // its cached listing

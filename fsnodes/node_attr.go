@@ -17,6 +17,8 @@ var _ fs.NodeGetattrer = (*dataNode)(nil)
 // Getattr is fstat of the node's fd (or of the open file it was asked
 // through): a file deleted or renamed since still answers.
 func (n *dataNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	// Settled before the host is read (see Lookup).
+	cached := !n.t.noCache(n.t.rel(n.EmbeddedInode()))
 	var e syscall.Errno
 	if df, ok := f.(*dataFile); ok {
 		e = df.Getattr(ctx, out)
@@ -30,7 +32,7 @@ func (n *dataNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 			return 0
 		})
 	}
-	if e == 0 {
+	if e == 0 && cached {
 		n.attrTimeout(out)
 	}
 	return e

@@ -19,14 +19,21 @@ import (
 var _ fs.NodeLookuper = (*dataNode)(nil)
 
 func (n *dataNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	// Whether the kernel may cache the answer is settled before the host
+	// is read: a watch the walk puts after that read would miss a change
+	// made in between, and the answer would stay stale for the TTL.
+	cached := !n.t.noCache(n.t.relOf(n.EmbeddedInode(), name))
 	var ch *fs.Inode
 	errno := n.hostFd(ctx, func(dirfd int) syscall.Errno {
 		var e syscall.Errno
 		ch, e = n.lookupChild(ctx, dirfd, name, out)
 		return e
 	})
+	if errno == 0 && !cached {
+		cacheEntry(out, uncached, uncached)
+	}
 	if errno == syscall.ENOENT {
-		if n.t.noCache(n.t.relOf(n.EmbeddedInode(), name)) {
+		if !cached || n.t.noCache(n.t.relOf(n.EmbeddedInode(), name)) {
 			noNegative(out)
 		} else {
 			n.t.negs.note(n.EmbeddedInode(), name, n.t.entryTTL, out)
@@ -310,7 +317,12 @@ var _ fs.FileLookuper = (*dirHandle)(nil)
 // Lookup answers READDIRPLUS for an entry just listed, in the open
 // directory.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return d.n.lookupChild(ctx, d.fd, name, out)
+	cached := !d.n.t.noCache(d.n.t.relOf(d.n.EmbeddedInode(), name)) // see dataNode.Lookup
+	ch, e := d.n.lookupChild(ctx, d.fd, name, out)
+	if e == 0 && !cached {
+		cacheEntry(out, uncached, uncached)
+	}
+	return ch, e
 }
 
 var _ fs.FileReaddirenter = (*dirHandle)(nil)
