@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -100,7 +102,7 @@ func (tw *treeWatch) degrade(kind string, err error) {
 		fix = fmt.Sprintf("sysctl -w fs.inotify.max_user_watches=%d (see memohfs doctor)", max(2*cur, 1<<20))
 	case degradedInstances:
 		cur := inotifySysctl("max_user_instances")
-		reason = fmt.Sprintf("no inotify instance for this bot (fs.inotify.max_user_instances=%d, one per bot): its data/ is served uncached", cur)
+		reason = fmt.Sprintf("no inotify instance for this bot (one per bot; memohfs takes at most half of fs.inotify.max_user_instances=%d, the rest is the host's): its data/ is served uncached", cur)
 		fix = fmt.Sprintf("sysctl -w fs.inotify.max_user_instances=%d (see memohfs doctor), then restart memohfs", max(2*cur, 1024))
 	case degradedFds:
 		reason = "memohfs is out of file descriptors" + uncached
@@ -151,3 +153,37 @@ func inotifySysctl(name string) int {
 	v, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return v
 }
+
+// memohfs's share of the host's inotify instances.
+//
+// fs.inotify.max_user_instances (128 on a stock kernel) is shared by
+// every process of the user, and memohfs runs as root: one instance per
+// bot would leave root's other daemons (and memohfs's own snapshot and
+// test tools) none once a host has that many bots. So memohfs takes at
+// most half of it, across all its trees; a bot past that is served
+// uncached (degradedInstances says so, with the sysctl that lifts it).
+var instances struct {
+	held atomic.Int64
+	once sync.Once
+	max  int64
+}
+
+// takeInstance reserves one instance of memohfs's share, or says there
+// is none left.
+func takeInstance() bool {
+	instances.once.Do(func() {
+		instances.max = max(1, int64(inotifySysctl("max_user_instances"))/2)
+	})
+	for {
+		n := instances.held.Load()
+		if n >= instances.max {
+			return false
+		}
+		if instances.held.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// releaseInstance gives back what takeInstance reserved.
+func releaseInstance() { instances.held.Add(-1) }

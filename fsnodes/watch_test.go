@@ -425,3 +425,35 @@ func mkChain(t *testing.T, root, name string, depth int) {
 	}
 	unix.Close(fd)
 }
+
+// TestWatchInstanceShare: memohfs takes at most half of the host's
+// inotify instances (fs.inotify.max_user_instances). Trees past its
+// share are served uncached and say so once (the rest is left to the
+// host's other processes); a tree's instance goes back to the share
+// when it is unwatched.
+func TestWatchInstanceShare(t *testing.T) {
+	w, lb := newTestWatcher(t, watchLimits{})
+	share := int64(inotifySysctl("max_user_instances")) / 2
+	if share < 1 {
+		t.Fatal("no fs.inotify.max_user_instances")
+	}
+	var roots []string
+	var r told
+	for need := share - instances.held.Load(); int64(len(roots)) <= need; {
+		root := t.TempDir()
+		roots = append(roots, root)
+		w.watchTree(root, r.tell)
+	}
+	last := roots[len(roots)-1]
+	if instances.held.Load() != share {
+		t.Fatalf("memohfs holds %d instances, want its share %d", instances.held.Load(), share)
+	}
+	if w.covers(last)(".") {
+		t.Errorf("a tree past the share is covered")
+	}
+	if n := lb.count("degraded", "dir="+last, "at most half of fs.inotify.max_user_instances"); n != 1 {
+		t.Errorf("the share was logged %d times for the last tree, want once:\n%s", n, lb)
+	}
+	w.unwatchTree(roots[0])
+	testenv.Eventually(t, watchWait, "the first tree's instance back in the share", func() bool { return instances.held.Load() < share })
+}

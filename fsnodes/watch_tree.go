@@ -72,8 +72,13 @@ const quiet = 2 * time.Millisecond
 func startTreeWatch(w *watcher, root string, tell func(change)) *treeWatch {
 	tw := &treeWatch{w: w, root: root, tell: tell, ifd: -1, rootFd: -1, done: make(chan struct{}),
 		wds: map[int32]*wnode{}, pending: map[string]*burst{}, logged: map[string]bool{}}
+	if !takeInstance() {
+		tw.degrade(degradedInstances, nil)
+		return tw
+	}
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
+		releaseInstance()
 		if errors.Is(err, unix.EMFILE) {
 			tw.degrade(degradedInstances, err)
 		} else {
@@ -86,6 +91,7 @@ func startTreeWatch(w *watcher, root string, tell func(change)) *treeWatch {
 	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		unix.Close(fd)
+		releaseInstance()
 		if !gone(err) {
 			tw.degradeFor(err)
 		}
@@ -124,6 +130,7 @@ func (tw *treeWatch) run() {
 		tw.top, tw.wds, tw.nodes = nil, map[int32]*wnode{}, 0
 		tw.mu.Unlock()
 		tw.file.Load().Close() // the kernel drops every watch of the instance
+		releaseInstance()
 		unix.Close(tw.rootFd)
 	}()
 	tw.rewalk(false)
