@@ -215,7 +215,9 @@ func (c *Controller) refreshTask(ctx context.Context, b *bot) {
 			b.state, b.pid, b.ip = StateRunning, int(ti.Pid), ti.IP
 			b.mu.Unlock()
 		}
-	case state == StateRunning:
+	case state == StateRunning && (ti.State == runtime.TaskStopped || ti.State == runtime.TaskNone):
+		// Only a task known to be over: one the shim cannot say of now
+		// (unknown, under load) or one made again is not stopped for it.
 		at := ti.ExitedAt
 		if at.IsZero() {
 			at = time.Now()
