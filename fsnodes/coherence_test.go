@@ -98,7 +98,9 @@ type cohSide struct {
 // a measurement, not an assertion.
 func TestStatCoherence(t *testing.T) {
 	reqs := &reqCounter{}
-	s := newStack(t, fsnodes.Options{AllowOther: true, Debug: true, Logger: slog.New(slog.NewTextHandler(reqs, nil))})
+	// The FUSE path, whose caches this is about (through a bind, data/
+	// is the host dir itself).
+	s := newStackOn(t, fsnodes.Options{AllowOther: true, Debug: true, Logger: slog.New(slog.NewTextHandler(reqs, nil))})
 	must(t, os.Mkdir(s.path(cohBot), 0o755))
 	s.mustCtl(cohBot, "start")
 	host := filepath.Join(s.root, "bots", cohBot)

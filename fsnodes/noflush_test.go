@@ -16,7 +16,8 @@ import (
 // waits on at exec (see noflush.go).
 func TestNoFlush(t *testing.T) {
 	var logs syncBuffer
-	s := newStack(t, fsnodes.Options{Debug: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	// The FUSE path: with binds, data/ files are not opened through FUSE.
+	s := newStackOn(t, fsnodes.Options{Debug: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	s.mkbot("nf")
 	must(t, os.WriteFile(s.path("nf", "data", "f"), []byte("x"), 0o644)) // create
 	for i := 0; i < 3; i++ {
