@@ -3,6 +3,7 @@ package mount
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -61,14 +62,58 @@ func (b *Bind) Detach() error {
 	if b == nil || b.fd < 0 {
 		return nil
 	}
-	// The magic link names this very mount, wherever it sits.
-	err := unix.Unmount("/proc/self/fd/"+strconv.Itoa(b.fd), unix.MNT_DETACH)
+	// The magic link names this very mount, wherever it sits; but the
+	// walk crosses onto a mount stacked on top of it, and umount takes
+	// that one. So: until the bind's own mount id is gone (each round
+	// takes the top one off; a stack is a few deep at most).
+	id, idErr := mountID(b.fd)
+	var err error
+	for range 16 {
+		err = unix.Unmount("/proc/self/fd/"+strconv.Itoa(b.fd), unix.MNT_DETACH)
+		if err != nil || idErr != nil || !attached(id) {
+			break
+		}
+	}
 	unix.Close(b.fd)
 	b.fd = -1
 	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("detach the bind: %w", err)
 	}
+	if idErr == nil && attached(id) {
+		return fmt.Errorf("detach the bind: mount %d still attached", id)
+	}
 	return nil
+}
+
+// mountID is the id of the mount fd is on (statx STATX_MNT_ID).
+func mountID(fd int) (int, error) {
+	var x unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &x); err != nil {
+		return 0, err
+	}
+	if x.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, errors.New("no STATX_MNT_ID")
+	}
+	return int(x.Mnt_id), nil
+}
+
+// attached says whether mount id is in this namespace's mount table.
+func attached(id int) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	ms, err := ParseMountinfo(f)
+	if err != nil {
+		return false
+	}
+	for _, m := range ms {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // Private makes the mount on dir (memohfs's own mount point) private, so
