@@ -76,7 +76,7 @@ func TestTwoUsers(t *testing.T) {
 // whatever the kernel believes about the path.
 func TestNoFollow(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	must(t, os.Mkdir(s.path("nf"), 0o755))
+	s.mkbot("nf") // on this run's path before the first op
 	host := filepath.Join(s.root, "bots", "nf")
 	outside := filepath.Join(s.env.TempDir(t), "outside")
 	must(t, os.MkdirAll(outside, 0o755))

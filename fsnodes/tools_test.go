@@ -147,7 +147,7 @@ func TestTools(t *testing.T) {
 // own instead.
 func TestPosix(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	must(t, os.Mkdir(s.path("px"), 0o755))
+	s.mkbot("px") // on this run's path before the first op
 	for name, fn := range posixtest.All {
 		if name == "XAttrLarge" {
 			continue // see above and TestXattrLimitIsExt4s
@@ -176,7 +176,7 @@ func TestPosix(t *testing.T) {
 // the same answer as the disk under it, no other.
 func TestXattrLimitIsExt4s(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	must(t, os.Mkdir(s.path("xa"), 0o755))
+	s.mkbot("xa") // on this run's path before the first op
 	native := filepath.Join(s.env.TempDir(t), "f")
 	must(t, os.WriteFile(native, nil, 0o644))
 	must(t, os.WriteFile(s.path("xa", "data", "f"), nil, 0o644))
