@@ -30,13 +30,17 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
 ## test: everything, integration included (root; CI=true turns a missing dependency into a failure),
-## each fuzz target for FUZZTIME, then a check that nothing of the tests is left on the machine.
-## The fuzz targets and the check run whatever the tests' outcome; any of the three failing fails make.
+## then the data/ suites again on the other path (binds of the data dirs over data/), each fuzz
+## target for FUZZTIME, then a check that nothing of the tests is left on the machine.
+## Each step runs whatever the others' outcome; any of them failing fails make.
 FUZZTIME ?= 10s
+DATA_SUITES = ./fsnodes ./internal/hardness ./cmd/memohfs
 test: deps vet build
 	@rc=0; \
 	echo "$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./..."; \
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./... || rc=1; \
+	echo "MEMOHFS_TEST_DATA_PATH=bind $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(DATA_SUITES)"; \
+	MEMOHFS_TEST_DATA_PATH=bind $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(DATA_SUITES) || rc=1; \
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME) || rc=1; \
 	./scripts/check-clean.sh || rc=1; \
 	exit $$rc

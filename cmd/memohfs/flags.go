@@ -27,6 +27,11 @@ func boolf(name, usage string) cli.Flag {
 	return altsrc.NewBoolFlag(&cli.BoolFlag{Name: name, Usage: usage, EnvVars: env(name)})
 }
 
+// boolOn is boolf for a flag that is on unless turned off (--name=false).
+func boolOn(name, usage string) cli.Flag {
+	return altsrc.NewBoolFlag(&cli.BoolFlag{Name: name, Usage: usage, EnvVars: env(name), Value: true})
+}
+
 var configFlag = &cli.StringFlag{Name: "config", Usage: "TOML file with defaults for these flags (keys: the flag names)", EnvVars: env("config")}
 
 // withConfig makes the TOML file feed the command's flags.

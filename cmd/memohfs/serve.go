@@ -60,9 +60,9 @@ func commonFlags() []cli.Flag {
 		boolf("allow-other", "let users other than root use the mount (each sees only their bots)"),
 		boolf("stop-bots-on-exit", "stop every bot when memohfs exits (by default they keep running)"),
 		boolf("debug-fuse", "log every FUSE request"),
-		boolf("data-binds", "bind each bot's data dir over /M/<bot>/data, so the kernel serves it at native speed (off: data/\n"+
-			"goes through FUSE). Experimental: under concurrent rmdir, mkdir and restarts a daemon with binds was seen to\n"+
-			"hang (issue 11)"),
+		boolOn("data-binds", "bind each bot's data dir over /M/<bot>/data (nosymfollow, nodev, nosuid), so the kernel serves it:\n"+
+			"native speed, inotify that hears the bot. Needs root and Linux 5.12; without them, or with --data-binds=false,\n"+
+			"data/ goes through FUSE (memohfs doctor says which)"),
 		boolf("follow-symlinks", "let the host follow symlinks under the mount. RISK: a bot's absolute link names the host's\n"+
 			"files, not the bot's, so root's cat, >> or mv through /M/<bot>/data could reach any host file (off: a path\n"+
 			"walk through a link answers ELOOP; ls -l, readlink, rsync -a, cp -a and tar still see links as links)"),
