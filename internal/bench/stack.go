@@ -27,7 +27,12 @@ type stack struct {
 	forward    []byte // ip_forward as the bench found it (the bridge turns it on)
 	dir        string
 	state      string
-	mnt        string // memohfs mount (allow_other)
+	mnt        string // memohfs mount (allow_other), on the default data/ path (binds)
+	// The FUSE fallback (--data-binds=false): a second memohfs, for the
+	// data rows' FUSE column only.
+	fuseState, fuseMnt string
+	upFuse             *exec.Cmd
+	upFuseExited       chan struct{}
 	anchor     string // the stock loopback's mount (allow_other)
 	native     string // native target: a plain dir on the same disk
 	loopSrc    string // what the loopback serves, under a dir only root may enter
@@ -60,6 +65,7 @@ func startStack(o options) (*stack, error) {
 	}
 	os.RemoveAll(dir)
 	s := &stack{o: o, dir: dir, state: filepath.Join(dir, "state"), mnt: filepath.Join(dir, "mnt"),
+		fuseState: filepath.Join(dir, "state-fuse"), fuseMnt: filepath.Join(dir, "mnt-fuse"),
 		anchor: filepath.Join(dir, "anchor"), native: filepath.Join(dir, "native"),
 		loopSrc: filepath.Join(dir, "private", "loop"), userNative: filepath.Join(dir, "native-user"),
 		exe: filepath.Join(dir, "bin", "bench")}
@@ -72,26 +78,35 @@ func startStack(o options) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.up = exec.Command(o.Binary, "up", "--mount", s.mnt, "--state-dir", s.state,
-		"--bridge", "mfsbench0", "--subnet", "10.216.0.0/22", "--stop-bots-on-exit", "--allow-other")
-	s.up.Stdout, s.up.Stderr = logf, logf
-	s.up.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.up.Start(); err != nil {
-		return nil, err
-	}
-	s.upExited = make(chan struct{})
-	go func() { s.up.Wait(); close(s.upExited) }()
-	if err := waitMounted(s.mnt, 90*time.Second, s.upExited); err != nil {
-		s.stop()
-		return nil, fmt.Errorf("memohfs up: %w; log: %s", err, embedded.Tail(logf.Name(), 20))
-	}
-	if err := os.Mkdir(filepath.Join(s.mnt, benchBot), 0o755); err != nil {
+	if s.up, s.upExited, err = startUp(o, s.state, s.mnt, logf, "mfsbench0", "10.216.0.0/22", "--data-binds=true"); err != nil {
 		s.stop()
 		return nil, err
 	}
-	if out, err := s.asUser("mkdir", filepath.Join(s.mnt, userBot)).CombinedOutput(); err != nil {
+	flog, err := os.Create(filepath.Join(dir, "memohfs-fuse.log"))
+	if err != nil {
 		s.stop()
-		return nil, fmt.Errorf("mkdir of a bot as uid %d: %v: %s", benchUID, err, out)
+		return nil, err
+	}
+	if s.upFuse, s.upFuseExited, err = startUp(o, s.fuseState, s.fuseMnt, flog, "mfsbench1", "10.216.4.0/22", "--data-binds=false"); err != nil {
+		s.stop()
+		return nil, err
+	}
+	for _, m := range []string{s.mnt, s.fuseMnt} {
+		if err := os.Mkdir(filepath.Join(m, benchBot), 0o755); err != nil {
+			s.stop()
+			return nil, err
+		}
+		if out, err := s.asUser("mkdir", filepath.Join(m, userBot)).CombinedOutput(); err != nil {
+			s.stop()
+			return nil, fmt.Errorf("mkdir of a bot as uid %d: %v: %s", benchUID, err, out)
+		}
+	}
+	// The default path's data/ is a bind, made just after mkdir.
+	for _, b := range []string{benchBot, userBot} {
+		if err := waitBound(filepath.Join(s.mnt, b), 30*time.Second); err != nil {
+			s.stop()
+			return nil, err
+		}
 	}
 
 	// The anchor: go-fuse's stock loopback of a dir of its own.
@@ -140,7 +155,7 @@ func startStack(o options) (*stack, error) {
 // non-root user's dirs, and a copy of this binary that user may run
 // (`go run` builds into a dir only root may enter).
 func (s *stack) makeDirs() error {
-	for _, d := range []string{s.dir, s.mnt, s.anchor, s.native, s.userNative, filepath.Dir(s.exe)} {
+	for _, d := range []string{s.dir, s.mnt, s.fuseMnt, s.anchor, s.native, s.userNative, filepath.Dir(s.exe)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -211,6 +226,47 @@ func (s *stack) targets() []target {
 		{"native", s.native, s.userNative},
 		{"anchor", s.anchor, filepath.Join(s.anchor, "user")},
 		{"memohfs", filepath.Join(s.mnt, benchBot, "data"), filepath.Join(s.mnt, userBot, "data")},
+		{"fuse", filepath.Join(s.fuseMnt, benchBot, "data"), filepath.Join(s.fuseMnt, userBot, "data")},
+	}
+}
+
+// startUp starts a memohfs up serving mnt, its log in logf, and waits
+// for the mount.
+func startUp(o options, state, mnt string, logf *os.File, bridge, subnet string, extra ...string) (*exec.Cmd, chan struct{}, error) {
+	cmd := exec.Command(o.Binary, append([]string{"up", "--mount", mnt, "--state-dir", state,
+		"--bridge", bridge, "--subnet", subnet, "--stop-bots-on-exit", "--allow-other"}, extra...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	if err := waitMounted(mnt, 90*time.Second, exited); err != nil {
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+		return nil, nil, fmt.Errorf("memohfs up: %w; log: %s", err, embedded.Tail(logf.Name(), 20))
+	}
+	return cmd, exited, nil
+}
+
+// waitBound waits until bot dir b's data/ is a bind (another device than
+// the mount's).
+func waitBound(b string, limit time.Duration) error {
+	var top syscall.Stat_t
+	if err := syscall.Stat(filepath.Dir(b), &top); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join(b, "data"), &st) == nil && st.Dev != top.Dev {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s/data: no bind within %s", b, limit)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -255,16 +311,22 @@ func (s *stack) stop() {
 			s.loop.Process.Kill()
 		}
 	}
-	if s.up != nil && s.up.Process != nil {
-		s.up.Process.Signal(syscall.SIGTERM)
+	for _, up := range []struct {
+		cmd    *exec.Cmd
+		exited chan struct{}
+	}{{s.up, s.upExited}, {s.upFuse, s.upFuseExited}} {
+		if up.cmd == nil || up.cmd.Process == nil {
+			continue
+		}
+		up.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-s.upExited:
+		case <-up.exited:
 		case <-time.After(2 * time.Minute):
 			fmt.Fprintln(os.Stderr, "bench: memohfs did not exit; killing it")
-			s.up.Process.Kill()
+			up.cmd.Process.Kill()
 		}
 	}
-	for _, m := range []string{s.anchor, s.mnt} {
+	for _, m := range []string{s.anchor, s.mnt, s.fuseMnt} {
 		if st, _ := mount.Check(m); st != mount.NotMounted {
 			mount.Unmount(m, time.Second)
 		}
