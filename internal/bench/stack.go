@@ -23,26 +23,26 @@ import (
 // outside every bot's data dir, so memohfs's watcher sees no event of
 // theirs (it would spend CPU on them during their runs).
 type stack struct {
-	o          options
-	forward    []byte // ip_forward as the bench found it (the bridge turns it on)
-	dir        string
-	state      string
-	mnt        string // memohfs mount (allow_other), on the default data/ path (binds)
+	o       options
+	forward []byte // ip_forward as the bench found it (the bridge turns it on)
+	dir     string
+	state   string
+	mnt     string // memohfs mount (allow_other), on the default data/ path (binds)
 	// The FUSE fallback (--data-binds=false): a second memohfs, for the
 	// data rows' FUSE column only.
 	fuseState, fuseMnt string
 	upFuse             *exec.Cmd
 	upFuseExited       chan struct{}
-	anchor     string // the stock loopback's mount (allow_other)
-	native     string // native target: a plain dir on the same disk
-	loopSrc    string // what the loopback serves, under a dir only root may enter
-	userNative string // native target of the non-root row, owned by benchUID
-	exe        string // a copy of this binary that benchUID may run
-	up         *exec.Cmd
-	upExited   chan struct{}
-	loop       *exec.Cmd
-	direct     *runtime.Containerd // the runtime package, straight (control-plane anchor)
-	inside     *runtime.Containerd // memohfs's own namespace, to act as the bot
+	anchor             string // the stock loopback's mount (allow_other)
+	native             string // native target: a plain dir on the same disk
+	loopSrc            string // what the loopback serves, under a dir only root may enter
+	userNative         string // native target of the non-root row, owned by benchUID
+	exe                string // a copy of this binary that benchUID may run
+	up                 *exec.Cmd
+	upExited           chan struct{}
+	loop               *exec.Cmd
+	direct             *runtime.Containerd // the runtime package, straight (control-plane anchor)
+	inside             *runtime.Containerd // memohfs's own namespace, to act as the bot
 }
 
 const (
