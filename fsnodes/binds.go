@@ -316,11 +316,10 @@ func (bs *binds) close() {
 // startBinds binds every bot's data dir, when binds are on and can be
 // made here; else data/ stays on FUSE, and says why once.
 func (r *Root) startBinds(mnt string) {
-	if !r.opts.DataBinds {
-		return
-	}
-	if err := mount.BindsUsable(); err != nil {
-		r.opts.Logger.Warn("data/ goes through FUSE: no binds", "why", err)
+	if !r.bindsOn {
+		if r.opts.DataBinds {
+			r.opts.Logger.Warn("data/ goes through FUSE: no binds", "why", mount.BindsUsable())
+		}
 		return
 	}
 	bs := newBinds(r, mnt, r.opts.Logger)

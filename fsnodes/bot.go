@@ -34,7 +34,13 @@ func newBotDir(r *Root, st control.Status) *botDir {
 	b := &botDir{r: r, name: st.Name, id: st.ID, owner: st.Owner}
 	dataDir := r.c.DataDir(st.Name)
 	base := func(ctx context.Context) (string, error) {
-		r.watch.watchTree(dataDir, b.invalidate)
+		// With binds the kernel serves data/ itself; the FUSE node below
+		// is the fallback of another mount namespace, served uncached.
+		// Watching the dir would only cost CPU on every change the bot
+		// makes (and an inotify instance per bot).
+		if !r.bindsOn {
+			r.watch.watchTree(dataDir, b.invalidate)
+		}
 		return dataDir, nil
 	}
 	b.data = newTree(r.opts, r.creds, base, "", readWrite)

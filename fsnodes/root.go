@@ -10,6 +10,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/memohfs/memohfs/control"
 	"github.com/memohfs/memohfs/internal/creds"
+	"github.com/memohfs/memohfs/mount"
 )
 
 // Root is /M: one directory per bot. mkdir creates a bot, rmdir deletes it.
@@ -32,6 +33,9 @@ type Root struct {
 	// bound puts each bot's data dir over its data/ node (binds.go);
 	// nil while the mount is coming up, or when binds are off.
 	bound atomic.Pointer[binds]
+	// bindsOn: binds are asked for and can be made here (set before the
+	// mount serves; bound follows once it does).
+	bindsOn bool
 }
 
 var (
@@ -61,6 +65,7 @@ func newRoot(c *control.Controller, o Options) *Root {
 	r := &Root{c: c, opts: o, changes: make(chan control.Change, 256), done: make(chan struct{}),
 		bots: map[string]*botDir{}, creds: creds.NewPool(credThreads)}
 	r.life, r.endLife = context.WithCancel(context.Background())
+	r.bindsOn = o.DataBinds && mount.BindsUsable() == nil
 	r.watch = newWatcher(o.Logger)
 	c.Watch(func(ch control.Change) {
 		if ch.Kind == control.DataReplacing {
