@@ -3,7 +3,6 @@ package mount
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -99,12 +98,7 @@ func mountID(fd int) (int, error) {
 
 // attached says whether mount id is in this namespace's mount table.
 func attached(id int) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	ms, err := ParseMountinfo(f)
+	ms, err := mounts()
 	if err != nil {
 		return false
 	}

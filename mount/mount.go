@@ -1,7 +1,6 @@
 package mount
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,11 +8,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // State of a mount point.
@@ -42,33 +43,11 @@ const (
 // point), from /proc/self/mountinfo: never touching the mount itself,
 // which could hang if its server does.
 func fstype(dir string) (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
+	ms, err := mountsOn(dir)
+	if err != nil || len(ms) == 0 {
 		return "", err
 	}
-	defer f.Close()
-	dir = filepath.Clean(dir)
-	typ := ""
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 10 || unescape(fields[4]) != dir {
-			continue
-		}
-		for i := 6; i < len(fields); i++ {
-			if fields[i] == "-" && i+1 < len(fields) {
-				typ = fields[i+1] // the last mount on dir wins
-				break
-			}
-		}
-	}
-	return typ, sc.Err()
-}
-
-func unescape(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
+	return ms[len(ms)-1].FSType, nil // the mount on top
 }
 
 // Check tells whether dir is a live mount, a stale one, or no mount. A
@@ -155,19 +134,9 @@ func abort(dir string) {
 	if entries, _ := os.ReadDir("/sys/fs/fuse/connections"); len(entries) == 0 {
 		syscall.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "")
 	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescape(fields[4]) == filepath.Clean(dir) {
-			if _, minor, ok := strings.Cut(fields[2], ":"); ok {
-				os.WriteFile(filepath.Join("/sys/fs/fuse/connections", minor, "abort"), []byte("1"), 0)
-			}
-		}
+	ms, _ := mountsOn(dir)
+	for _, m := range ms {
+		os.WriteFile(filepath.Join("/sys/fs/fuse/connections", strconv.FormatUint(uint64(unix.Minor(m.Dev)), 10), "abort"), []byte("1"), 0)
 	}
 }
 

@@ -47,12 +47,7 @@ func (m MountInfo) HasOptions(opts ...string) bool {
 // /proc/self/mountinfo, never touching a mount, which could hang if its
 // server does.
 func Submounts(dir string) ([]MountInfo, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	all, err := ParseMountinfo(f)
+	all, err := mounts()
 	if err != nil {
 		return nil, err
 	}
@@ -64,6 +59,33 @@ func Submounts(dir string) ([]MountInfo, error) {
 		}
 	}
 	return out, nil
+}
+
+// mountsOn lists the mounts whose mount point is dir itself, the one on
+// top last.
+func mountsOn(dir string) ([]MountInfo, error) {
+	all, err := mounts()
+	if err != nil {
+		return nil, err
+	}
+	dir = filepath.Clean(dir)
+	var out []MountInfo
+	for _, m := range all {
+		if m.MountPoint == dir {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// mounts is this mount namespace's table, from /proc/self/mountinfo.
+func mounts() ([]MountInfo, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ParseMountinfo(f)
 }
 
 // ParseMountinfo reads mountinfo lines (proc(5)); escaped characters in
