@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,13 +73,25 @@ func startUp(t *testing.T, state, mnt string, extra ...string) *daemon {
 	d.cmd.Args = append(d.cmd.Args, fmt.Sprintf("--data-binds=%t", testenv.DataBinds()))
 	d.cmd.Args = append(d.cmd.Args, extra...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	// The log so far: this up has served once it logs msg=serving after
+	// it. A mount that answers is not enough: twice (TestUpKill9, then
+	// TestBindsKill9) the mount the last, killed up left answered statfs
+	// and a listing before this up had even cleared it (not explained).
+	before, err := logf.Seek(0, io.SeekEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { d.cmd.Wait(); close(d.exited) }()
+	serving := func() bool {
+		b, err := os.ReadFile(d.log)
+		return err == nil && int64(len(b)) > before && bytes.Contains(b[before:], []byte("msg=serving "))
+	}
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		if st, _ := mount.Check(mnt); st == mount.Mounted {
+		if st, _ := mount.Check(mnt); st == mount.Mounted && serving() {
 			if _, err := os.ReadDir(mnt); err == nil {
 				return d
 			}
