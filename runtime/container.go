@@ -248,6 +248,10 @@ func (c *Containerd) Delete(ctx context.Context, bot string) (err error) {
 	default:
 		return err
 	}
+	// The views go, and the snapshots after them, with c.views held: no
+	// view is made again in between.
+	c.views.Lock()
+	defer c.views.Unlock()
 	if err := c.unmountViews(bot); err != nil {
 		return err
 	}

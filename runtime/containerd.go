@@ -27,6 +27,10 @@ type Containerd struct {
 	// its task runs, and exclusively by the leak sweep: a start's fresh
 	// lease is never mistaken for a leak.
 	starting sync.RWMutex
+	// views is held by a snapshot view's mount and unmount: the FUSE view
+	// and its bind may ask for the same view at once, and only one may
+	// create it.
+	views sync.Mutex
 }
 
 var _ Runtime = (*Containerd)(nil)

@@ -382,12 +382,17 @@ func (c *Containerd) RemoveSnapshot(ctx context.Context, bot, name string) (err 
 		return err
 	}
 	ctx = c.ns(ctx)
+	// The view goes and the snapshot after it with c.views held: a view
+	// asked for meanwhile (MountSnapshot) finds no snapshot, rather than
+	// a child that keeps it.
+	c.views.Lock()
+	defer c.views.Unlock()
 	sn := c.client.SnapshotService(c.cfg.Snapshotter)
 	key := snapKey(bot, name)
 	if _, err := sn.Stat(ctx, key); err != nil {
 		return fmt.Errorf("snapshot %q of bot %q: %w", name, bot, err)
 	}
-	if err := c.UnmountSnapshot(ctx, bot, name); err != nil {
+	if err := c.unmountSnapshot(ctx, bot, name); err != nil {
 		return err
 	}
 	var children []string

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -354,6 +355,44 @@ func TestSnapshotView(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+
+	// Views asked for at once (a FUSE view and its bind do): one view is
+	// made, and every caller gets it; a drop while views are asked for
+	// leaves no view behind and is not refused for one made meanwhile.
+	for i := range 4 {
+		snap := fmt.Sprintf("c%d", i)
+		if _, err := f.rt.Snapshot(f.ctx, "viewed", snap, runtime.SnapshotOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		dirs := make([]string, 4)
+		errs := make([]error, 4)
+		var wg sync.WaitGroup
+		for j := range dirs {
+			wg.Add(1)
+			go func() { defer wg.Done(); dirs[j], errs[j] = f.rt.MountSnapshot(f.ctx, "viewed", snap) }()
+		}
+		wg.Wait()
+		for j := range dirs {
+			if errs[j] != nil || dirs[j] != dirs[0] {
+				t.Fatalf("view %s asked for 4 times at once: %q %v", snap, dirs, errs)
+			}
+		}
+		if n := len(testenv.MountsUnder(dirs[0])); n != 1 {
+			t.Fatalf("view %s: %d mounts, want 1", snap, n)
+		}
+		var rmErr error
+		wg.Add(2)
+		go func() { defer wg.Done(); rmErr = f.rt.RemoveSnapshot(f.ctx, "viewed", snap) }()
+		go func() { defer wg.Done(); f.rt.MountSnapshot(f.ctx, "viewed", snap) }()
+		wg.Wait()
+		if rmErr != nil {
+			t.Fatalf("drop %s while its view was asked for: %v", snap, rmErr)
+		}
+		if len(testenv.MountsUnder(dirs[0])) != 0 {
+			t.Fatalf("view of dropped snapshot %s still mounted", snap)
+		}
+	}
+
 	if _, err := f.rt.Stop(f.ctx, "viewed", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}

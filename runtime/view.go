@@ -32,6 +32,8 @@ func (c *Containerd) MountSnapshot(ctx context.Context, bot, name string) (_ str
 		return "", err
 	}
 	ctx = c.ns(ctx)
+	c.views.Lock()
+	defer c.views.Unlock()
 	dir := c.viewDir(bot, name)
 	if ok, _ := mountinfo.Mounted(dir); ok {
 		return dir, nil
@@ -85,7 +87,13 @@ func (c *Containerd) UnmountSnapshot(ctx context.Context, bot, name string) (err
 	if err := checkSnapshot(name); err != nil {
 		return err
 	}
-	ctx = c.ns(ctx)
+	c.views.Lock()
+	defer c.views.Unlock()
+	return c.unmountSnapshot(c.ns(ctx), bot, name)
+}
+
+// unmountSnapshot is UnmountSnapshot with c.views held.
+func (c *Containerd) unmountSnapshot(ctx context.Context, bot, name string) error {
 	dir := c.viewDir(bot, name)
 	if err := unmountDir(dir); err != nil {
 		return err
@@ -97,7 +105,8 @@ func (c *Containerd) UnmountSnapshot(ctx context.Context, bot, name string) (err
 	return nil
 }
 
-// unmountViews unmounts every view of a bot (or of all bots when bot is "").
+// unmountViews unmounts every view of a bot (or of all bots when bot is
+// ""). c.views is held.
 func (c *Containerd) unmountViews(bot string) error {
 	root := filepath.Join(c.cfg.StateDir, "views")
 	if bot != "" {
@@ -119,6 +128,8 @@ func (c *Containerd) unmountViews(bot string) error {
 // UnmountAll unmounts every snapshot view; the view snapshots stay for the
 // next start.
 func (c *Containerd) UnmountAll(ctx context.Context) error {
+	c.views.Lock()
+	defer c.views.Unlock()
 	return c.unmountViews("")
 }
 
