@@ -47,12 +47,18 @@ const (
 	// returns: drop what shows the old dir); DataReplaced always follows,
 	// whether the swap was made or not.
 	DataReplacing
+	// SnapshotDropping comes right before a snapshot (Change.Snap) is
+	// removed, from the drop's own goroutine (a watcher must let go of
+	// what shows it first: its views); SnapshotsChanged always follows,
+	// whether it was dropped or not.
+	SnapshotDropping
 )
 
 // Change is one notification to watchers.
 type Change struct {
 	Kind ChangeKind
 	Bot  string
+	Snap string // the snapshot, for SnapshotDropping
 }
 
 // Controller is the one place bot state changes.
@@ -150,11 +156,15 @@ func (c *Controller) Watch(fn func(Change)) {
 }
 
 func (c *Controller) notify(k ChangeKind, botName string) {
+	c.tell(Change{Kind: k, Bot: botName})
+}
+
+func (c *Controller) tell(ch Change) {
 	c.mu.RLock()
 	ws := c.watchers
 	c.mu.RUnlock()
 	for _, w := range ws {
-		w(Change{Kind: k, Bot: botName})
+		w(ch)
 	}
 }
 

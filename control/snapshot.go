@@ -301,6 +301,8 @@ func (c *Controller) DropSnapshot(ctx context.Context, name, snap string) error 
 	if err != nil {
 		return wrap(err, "snapshot "+snap)
 	}
+	c.tell(Change{Kind: SnapshotDropping, Bot: b.name, Snap: snap})
+	defer c.notify(SnapshotsChanged, b.name)
 	if err := c.rt.RemoveSnapshot(ctx, b.name, snap); err != nil && !errdefs.IsNotFound(err) {
 		return wrap(err, "drop snapshot "+snap)
 	}
@@ -318,7 +320,6 @@ func (c *Controller) DropSnapshot(ctx context.Context, name, snap string) error 
 	b.rec.Snapshots--
 	b.mu.Unlock()
 	b.eventsRecorded()
-	c.notify(SnapshotsChanged, b.name)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/memohfs/memohfs/control"
 	"github.com/memohfs/memohfs/mount"
 	"golang.org/x/sys/unix"
 )
@@ -20,13 +21,17 @@ import (
 //	$ mkdir /memoh/b && grep /memoh/b/data /proc/self/mountinfo
 //	... /memoh/b/data rw,nosuid,nodev,nosymfollow - ext4 /dev/vda ...
 //
+// A snapshot's views (snapshots/<snap>/data and rootfs) are bound the
+// same way, read-only, once the snapshot is first looked up.
+//
 // A bind is made outside any FUSE request (the kernel holds the parent's
 // lock while it waits for our MKDIR reply, and the target's lookup would
-// wait for it) by one worker that takes names from a queue: ensure makes
-// the bind a bot should have, or drops one it should not. Detaching
+// wait for it) by one worker that takes keys from a queue: ensure makes
+// the bind a key should have, or drops one it should not. Detaching
 // needs no lookup and is done at once where it must come first: before
-// rmdir moves the dir to the trash, and before restore swaps a new data
-// dir in (so the bind never shows the pre-restore dir).
+// rmdir moves the dir to the trash, before restore swaps a new data dir
+// in (so the bind never shows the pre-restore dir), and before a
+// snapshot is dropped.
 //
 // The kernel detaches a mount whose mountpoint dentry it invalidates:
 // memohfs never invalidates a bound data/ entry (nor its bot's) except on
@@ -40,19 +45,34 @@ type binds struct {
 	// mu also covers making a bind (a move_mount, no lookup): a hold
 	// waits for one in progress, then detaches it.
 	mu      sync.Mutex
-	byBot   map[string]*botBind
-	pending map[string]bool
-	held    map[string]bool   // no bind while rmdir or restore works
-	gen     map[string]uint64 // counts holds, so ensure sees one that came
+	byKey   map[bindKey]*botBind
+	pending map[bindKey]bool
+	wanted  map[bindKey]bool  // views asked for and not known gone: a release binds them again
+	held    map[bindKey]bool  // no bind while rmdir, restore (a bot's key) or a drop (a snapshot's) works
+	gen     map[string]uint64 // counts a bot's holds, so ensure sees one that came
 	wake    chan struct{}
 	done    chan struct{}
 	stopped sync.WaitGroup
 }
 
-// botBind is one bot's bind and what it must show.
+// bindKey names one bind: a bot's data/ (snap == ""), or the view of
+// one of its snapshots (view "data" or "rootfs", read-only).
+type bindKey struct{ bot, snap, view string }
+
+func dataKey(bot string) bindKey { return bindKey{bot: bot} }
+
+// rel is where the bind goes, below the mount.
+func (k bindKey) rel() string {
+	if k.snap == "" {
+		return filepath.Join(k.bot, "data")
+	}
+	return filepath.Join(k.bot, "snapshots", k.snap, k.view)
+}
+
+// botBind is one bind and what it must show.
 type botBind struct {
 	b        *mount.Bind
-	dev, ino uint64 // the host data dir it shows
+	dev, ino uint64 // the host dir it shows
 }
 
 // bindCheckEvery is how often the binds are checked for ones the kernel
@@ -64,20 +84,40 @@ const bindCheckEvery = 10 * time.Second
 const bindTargetWait = 5 * time.Second
 
 func newBinds(r *Root, mnt string, log *slog.Logger) *binds {
-	bs := &binds{r: r, mnt: mnt, log: log, byBot: map[string]*botBind{}, pending: map[string]bool{},
-		held: map[string]bool{}, gen: map[string]uint64{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	bs := &binds{r: r, mnt: mnt, log: log, byKey: map[bindKey]*botBind{}, pending: map[bindKey]bool{},
+		wanted: map[bindKey]bool{}, held: map[bindKey]bool{}, gen: map[string]uint64{},
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	bs.stopped.Add(1)
 	go bs.work()
 	return bs
 }
 
-// want queues name for ensure.
+// want queues bot name's data/ for ensure.
 func (bs *binds) want(name string) {
 	if bs == nil {
 		return
 	}
+	bs.queue(dataKey(name))
+}
+
+// wantViews queues the views of bot's snapshot snap: a snapshot's views
+// are bound once it is first looked up (binding every snapshot of every
+// bot at mount time would mount each one's rootfs).
+func (bs *binds) wantViews(bot, snap string) {
+	if bs == nil {
+		return
+	}
+	bs.queue(bindKey{bot, snap, "data"}, bindKey{bot, snap, "rootfs"})
+}
+
+func (bs *binds) queue(keys ...bindKey) {
 	bs.mu.Lock()
-	bs.pending[name] = true
+	for _, k := range keys {
+		bs.pending[k] = true
+		if k.snap != "" {
+			bs.wanted[k] = true
+		}
+	}
 	bs.mu.Unlock()
 	select {
 	case bs.wake <- struct{}{}:
@@ -85,43 +125,104 @@ func (bs *binds) want(name string) {
 	}
 }
 
-// hold drops name's bind now, and makes none until release: rmdir holds
-// it before the data dir goes to the trash, restore before a new one is
-// swapped in. Safe inside a request: it looks nothing up.
+// hold drops every bind of bot name (data/ and its snapshots' views)
+// now, and makes none until release: rmdir holds it before the data dir
+// goes to the trash, restore before a new one is swapped in. Safe inside
+// a request: it looks nothing up.
 func (bs *binds) hold(name string) {
 	if bs == nil {
 		return
 	}
 	bs.mu.Lock()
-	bs.held[name] = true
+	bs.held[dataKey(name)] = true
 	bs.gen[name]++
 	bs.mu.Unlock()
-	bs.detach(name)
+	bs.detachWhere(func(k bindKey) bool { return k.bot == name })
 }
 
-// release ends a hold and binds name again if the bot is still there.
+// release ends a hold and binds name again if the bot is still there,
+// with the views it had.
 func (bs *binds) release(name string) {
 	if bs == nil {
 		return
 	}
 	bs.mu.Lock()
-	delete(bs.held, name)
+	delete(bs.held, dataKey(name))
 	bs.mu.Unlock()
-	bs.want(name)
+	bs.requeue(func(k bindKey) bool { return k.bot == name }, dataKey(name))
 }
 
-// detach drops name's bind, if it has one.
-func (bs *binds) detach(name string) {
+// holdSnapshot drops the views of bot's snapshot snap and makes none
+// until releaseSnapshots: the snapshot is being dropped.
+func (bs *binds) holdSnapshot(bot, snap string) {
 	if bs == nil {
 		return
 	}
 	bs.mu.Lock()
-	bb := bs.byBot[name]
-	delete(bs.byBot, name)
+	bs.held[bindKey{bot: bot, snap: snap}] = true
+	bs.gen[bot]++
 	bs.mu.Unlock()
-	if bb != nil {
+	bs.detachWhere(func(k bindKey) bool { return k.bot == bot && k.snap == snap })
+}
+
+// releaseSnapshots ends the snapshot holds of bot (its snapshots
+// changed), binding again the views of those still there.
+func (bs *binds) releaseSnapshots(bot string) {
+	if bs == nil {
+		return
+	}
+	bs.mu.Lock()
+	for k := range bs.held {
+		if k.bot == bot && k.snap != "" {
+			delete(bs.held, k)
+		}
+	}
+	bs.mu.Unlock()
+	bs.requeue(func(k bindKey) bool { return k.bot == bot && k.snap != "" })
+}
+
+// requeue queues the wanted views that match, and extra.
+func (bs *binds) requeue(match func(bindKey) bool, extra ...bindKey) {
+	bs.mu.Lock()
+	keys := extra
+	for k := range bs.wanted {
+		if match(k) {
+			keys = append(keys, k)
+		}
+	}
+	bs.mu.Unlock()
+	bs.queue(keys...)
+}
+
+// isHeld says whether k may not be bound now. bs.mu is held.
+func (bs *binds) isHeld(k bindKey) bool {
+	return bs.held[dataKey(k.bot)] || (k.snap != "" && bs.held[bindKey{bot: k.bot, snap: k.snap}])
+}
+
+// detach drops bot name's data/ bind, and its views' binds.
+func (bs *binds) detach(name string) {
+	if bs == nil {
+		return
+	}
+	bs.detachWhere(func(k bindKey) bool { return k.bot == name })
+}
+
+// detachWhere drops the binds whose keys match.
+func (bs *binds) detachWhere(match func(bindKey) bool) {
+	bs.mu.Lock()
+	var gone []bindKey
+	var bbs []*botBind
+	for k, bb := range bs.byKey {
+		if match(k) {
+			gone = append(gone, k)
+			bbs = append(bbs, bb)
+			delete(bs.byKey, k)
+		}
+	}
+	bs.mu.Unlock()
+	for i, bb := range bbs {
 		if err := bb.b.Detach(); err != nil {
-			bs.log.Warn("detach data/ bind", "bot", name, "err", err)
+			bs.log.Warn("detach a bind", "at", gone[i].rel(), "err", err)
 		}
 	}
 }
@@ -133,7 +234,7 @@ func (bs *binds) mode(name string) string {
 	}
 	bs.mu.Lock()
 	defer bs.mu.Unlock()
-	if bs.byBot[name] != nil {
+	if bs.byKey[dataKey(name)] != nil {
 		return "bind"
 	}
 	return "fuse"
@@ -152,104 +253,131 @@ func (bs *binds) work() {
 			bs.checkAll()
 		}
 		bs.mu.Lock()
-		names := make([]string, 0, len(bs.pending))
-		for n := range bs.pending {
-			names = append(names, n)
+		keys := make([]bindKey, 0, len(bs.pending))
+		for k := range bs.pending {
+			keys = append(keys, k)
 		}
 		clear(bs.pending)
 		bs.mu.Unlock()
-		for _, n := range names {
+		for _, k := range keys {
 			select {
 			case <-bs.done:
 				return
 			default:
 			}
-			bs.ensure(n)
+			bs.ensure(k)
 		}
 	}
 }
 
-// checkAll queues every bot whose bind is not where it was put (the
-// kernel detaches a mount whose mountpoint it invalidated).
+// checkAll queues every bind that is not where it was put (the kernel
+// detaches a mount whose mountpoint it invalidated).
 func (bs *binds) checkAll() {
 	bs.mu.Lock()
-	all := make(map[string]*botBind, len(bs.byBot))
-	for name, bb := range bs.byBot {
-		all[name] = bb
+	all := make(map[bindKey]*botBind, len(bs.byKey))
+	for k, bb := range bs.byKey {
+		all[k] = bb
 	}
 	bs.mu.Unlock()
-	for name, bb := range all {
-		if !bs.shows(name, bb.dev, bb.ino) {
-			bs.want(name)
+	for k, bb := range all {
+		if !bs.shows(k, bb.dev, bb.ino) {
+			bs.queue(k)
 		}
 	}
 }
 
-// shows reports whether /M/name/data shows the host dir dev/ino (a bind
-// of it is on top).
-func (bs *binds) shows(name string, dev, ino uint64) bool {
+// shows reports whether k's target shows the host dir dev/ino (a bind of
+// it is on top).
+func (bs *binds) shows(k bindKey, dev, ino uint64) bool {
 	var st unix.Stat_t
-	err := unix.Stat(filepath.Join(bs.mnt, name, "data"), &st)
+	err := unix.Stat(filepath.Join(bs.mnt, k.rel()), &st)
 	return err == nil && st.Dev == dev && st.Ino == ino
 }
 
-// ensure gives bot name the bind it should have: its data dir, as it is
-// now, over /M/name/data; or none if the bot is gone.
-func (bs *binds) ensure(name string) {
+// source is the host dir k's bind shows now: the bot's data dir, or the
+// snapshot's copy of data/ or its mounted rootfs view. An error of kind
+// not-found means there should be no bind.
+func (bs *binds) source(k bindKey) (string, error) {
+	c, ctx := bs.r.c, bs.r.life
+	switch {
+	case k.snap == "":
+		if _, err := c.Status(k.bot); err != nil {
+			return "", err
+		}
+		return c.DataDir(k.bot), nil
+	case k.view == "data":
+		return c.SnapshotData(ctx, k.bot, k.snap)
+	default:
+		return c.SnapshotRootfs(ctx, k.bot, k.snap)
+	}
+}
+
+// ensure gives k the bind it should have: the dir it shows, as it is
+// now, over its target; or none if the bot or snapshot is gone.
+func (bs *binds) ensure(k bindKey) {
 	bs.mu.Lock()
-	gen, held := bs.gen[name], bs.held[name]
+	gen, held := bs.gen[k.bot], bs.isHeld(k)
 	bs.mu.Unlock()
 	if held {
 		return // release asks again
 	}
-	if _, err := bs.r.c.Status(name); err != nil {
-		bs.detach(name)
+	dir, err := bs.source(k)
+	if err != nil {
+		if control.KindOf(err) != control.KindNotFound {
+			bs.log.Warn("stays on FUSE: find what to bind", "at", k.rel(), "err", err)
+		} else {
+			bs.mu.Lock()
+			delete(bs.wanted, k)
+			bs.mu.Unlock()
+		}
+		bs.detachWhere(func(x bindKey) bool { return x == k })
 		return
 	}
-	src, err := bs.openSource(name)
+	src, err := openOwnDir(dir)
 	if err != nil {
-		bs.log.Warn("data/ stays on FUSE: open the data dir", "bot", name, "err", err)
-		bs.detach(name)
+		bs.log.Warn("stays on FUSE: open the dir to bind", "at", k.rel(), "dir", dir, "err", err)
+		bs.detachWhere(func(x bindKey) bool { return x == k })
 		return
 	}
 	defer unix.Close(src)
 	var sx unix.Stat_t
 	if err := unix.Fstat(src, &sx); err != nil {
-		bs.detach(name)
+		bs.detachWhere(func(x bindKey) bool { return x == k })
 		return
 	}
 	bs.mu.Lock()
-	bb := bs.byBot[name]
+	bb := bs.byKey[k]
 	bs.mu.Unlock()
-	if bb != nil && bb.dev == sx.Dev && bb.ino == sx.Ino && bs.shows(name, sx.Dev, sx.Ino) {
-		return // in place, and showing the dir the bot has now
+	if bb != nil && bb.dev == sx.Dev && bb.ino == sx.Ino && bs.shows(k, sx.Dev, sx.Ino) {
+		return // in place, and showing the dir it should
 	}
-	bs.detach(name)
-	target, err := bs.openTarget(name)
+	bs.detachWhere(func(x bindKey) bool { return x == k })
+	target, err := bs.openTarget(k)
 	if err != nil {
 		if !errors.Is(err, syscall.ENOENT) {
-			bs.log.Warn("data/ stays on FUSE: open the mount's data/", "bot", name, "err", err)
+			bs.log.Warn("stays on FUSE: open the mount's node", "at", k.rel(), "err", err)
 		}
 		return
 	}
 	defer unix.Close(target)
 	bs.mu.Lock()
 	defer bs.mu.Unlock()
-	if bs.gen[name] != gen || bs.held[name] {
+	if bs.gen[k.bot] != gen || bs.isHeld(k) {
 		return // held since: the dir opened may be on its way out
 	}
-	b, err := mount.BindAt(src, target, false)
+	b, err := mount.BindAt(src, target, k.snap != "")
 	if err != nil {
-		bs.log.Warn("data/ stays on FUSE: bind", "bot", name, "err", err)
+		bs.log.Warn("stays on FUSE: bind", "at", k.rel(), "err", err)
 		return
 	}
-	bs.byBot[name] = &botBind{b: b, dev: sx.Dev, ino: sx.Ino}
+	bs.byKey[k] = &botBind{b: b, dev: sx.Dev, ino: sx.Ino}
 }
 
-// openSource opens the bot's data dir: its parent is memohfs's own (the
-// data root's bots/), the last name is taken without following a link.
-func (bs *binds) openSource(name string) (int, error) {
-	dir := bs.r.c.DataDir(name)
+// openOwnDir opens dir, one of memohfs's own (a bot's data dir, a
+// snapshot's data copy or rootfs view): its parent is memohfs's (the
+// data root's bots/, a snapshot's dir, the state dir's views/), the last
+// name is taken without following a link.
+func openOwnDir(dir string) (int, error) {
 	parent, err := unix.Open(filepath.Dir(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
@@ -258,16 +386,16 @@ func (bs *binds) openSource(name string) (int, error) {
 	return openRel(parent, filepath.Base(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 }
 
-// openTarget opens /M/name/data, the FUSE node itself: our own mount,
-// whose nodes are memohfs's. It waits a little for a bot just made (its
-// MKDIR may not be answered yet), and refuses a target something is
-// mounted on already.
-func (bs *binds) openTarget(name string) (int, error) {
+// openTarget opens k's target (/M/name/data, or a snapshot view's), the
+// FUSE node itself: our own mount, whose nodes are memohfs's. It waits a
+// little for a bot just made (its MKDIR may not be answered yet), and
+// refuses a target something is mounted on already.
+func (bs *binds) openTarget(k bindKey) (int, error) {
 	var mst unix.Stat_t
 	if err := unix.Stat(bs.mnt, &mst); err != nil {
 		return -1, err
 	}
-	p := filepath.Join(bs.mnt, name, "data")
+	p := filepath.Join(bs.mnt, k.rel())
 	deadline := time.Now().Add(bindTargetWait)
 	for {
 		fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -303,12 +431,12 @@ func (bs *binds) close() {
 	}
 	bs.stopped.Wait()
 	bs.mu.Lock()
-	all := bs.byBot
-	bs.byBot = map[string]*botBind{}
+	all := bs.byKey
+	bs.byKey = map[bindKey]*botBind{}
 	bs.mu.Unlock()
-	for name, bb := range all {
+	for k, bb := range all {
 		if err := bb.b.Detach(); err != nil {
-			bs.log.Warn("detach data/ bind", "bot", name, "err", err)
+			bs.log.Warn("detach a bind", "at", k.rel(), "err", err)
 		}
 	}
 }

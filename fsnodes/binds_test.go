@@ -153,3 +153,117 @@ func TestSymlinkWalkLoops(t *testing.T) {
 		t.Errorf("a plain path: %v", err)
 	}
 }
+
+// TestSnapshotViewBinds: with binds on, a snapshot's data/ and rootfs/
+// views are the host dirs bound read-only over their FUSE nodes (the
+// snapshot's copy of data/, its mounted rootfs view) once the snapshot is
+// first looked up, with nosymfollow, nodev and nosuid; they show the
+// snapshot, not what changed since; a drop and an rmdir of the bot leave
+// no mount behind, here or of the rootfs view on the host.
+//
+//	$ ls /memoh/b/snapshots/s1/data; grep snapshots/s1 /proc/self/mountinfo
+//	... /memoh/b/snapshots/s1/data ro,nosuid,nodev,nosymfollow ...
+//	... /memoh/b/snapshots/s1/rootfs ro,nosuid,nodev,nosymfollow ...
+func TestSnapshotViewBinds(t *testing.T) {
+	s := newStackOn(t, fsnodes.Options{AllowOther: true, DataBinds: true})
+	s.mkbot("v")
+	host := filepath.Join(s.root, "bots", "v")
+	must(t, os.WriteFile(filepath.Join(host, "f"), []byte("one\n"), 0o644))
+	must(t, os.Symlink("/etc", filepath.Join(host, "etc")))
+	s.mustCtl("v", "snapshot s1")
+	must(t, os.WriteFile(filepath.Join(host, "f"), []byte("two\n"), 0o644))
+
+	var mnt syscall.Stat_t
+	must(t, syscall.Stat(s.mnt, &mnt))
+	views := func(snap string) (string, string) {
+		return s.path("v", "snapshots", snap, "data"), s.path("v", "snapshots", snap, "rootfs")
+	}
+	data, rootfs := views("s1")
+	if _, err := os.ReadDir(data); err != nil { // the first lookup asks for the binds
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "both views of s1 bound", func() bool {
+		m := mountsUnder(t, s.mnt)
+		_, d := m[data]
+		_, r := m[rootfs]
+		return d && r
+	})
+	m := mountsUnder(t, s.mnt)
+	for _, p := range []string{data, rootfs} {
+		for _, o := range []string{"ro", "nosuid", "nodev", "nosymfollow"} {
+			if !strings.Contains(","+m[p]+",", ","+o+",") {
+				t.Errorf("the bind on %s has options %q, lacking %s", p, m[p], o)
+			}
+		}
+		if strings.Contains(m[p], "+") {
+			t.Errorf("binds stacked on %s: %q", p, m[p])
+		}
+		var st syscall.Stat_t
+		must(t, syscall.Stat(p, &st))
+		if st.Dev == mnt.Dev {
+			t.Errorf("%s is still the FUSE node", p)
+		}
+	}
+	want, err := s.c.SnapshotData(t.Context(), "v", "s1")
+	must(t, err)
+	var a, b syscall.Stat_t
+	must(t, syscall.Stat(data, &a))
+	must(t, syscall.Stat(want, &b))
+	if a.Dev != b.Dev || a.Ino != b.Ino {
+		t.Errorf("the data view shows %d:%d, the snapshot's copy %s is %d:%d", a.Dev, a.Ino, want, b.Dev, b.Ino)
+	}
+	if got, err := os.ReadFile(filepath.Join(data, "f")); err != nil || string(got) != "one\n" {
+		t.Errorf("the data view's f: %q %v, want the snapshot's %q", got, err, "one\n")
+	}
+	if _, err := os.Stat(filepath.Join(data, "etc", "passwd")); !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("a walk through the snapshot's symlink: %v, want ELOOP", err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "new"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("create in the data view: %v, want EROFS", err)
+	}
+	if _, err := os.Stat(filepath.Join(rootfs, "bin")); err != nil {
+		t.Errorf("the rootfs view: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "new"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("create in the rootfs view: %v, want EROFS", err)
+	}
+
+	// Dropped: no bind stays, and the rootfs view is unmounted on the
+	// host as well (nothing holds it).
+	viewMounts := func(snap string) []string {
+		var out []string
+		for mp := range mountsUnder(t, "") { // every mount
+			if strings.HasSuffix(mp, "/views/v/"+snap) || strings.Contains(mp, "/v/snapshots/"+snap+"/") {
+				out = append(out, mp)
+			}
+		}
+		return out
+	}
+	if len(viewMounts("s1")) < 3 {
+		t.Fatalf("want the host's rootfs view and two binds of s1: %v", viewMounts("s1"))
+	}
+	must(t, os.Remove(s.path("v", "snapshots", "s1")))
+	if left := viewMounts("s1"); len(left) > 0 {
+		t.Errorf("mounts of s1 left after its drop: %v", left)
+	}
+
+	// rmdir of the bot takes the views' binds with data/'s.
+	s.mustCtl("v", "snapshot s2")
+	data, rootfs = views("s2")
+	if _, err := os.ReadDir(rootfs); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "both views of s2 bound", func() bool {
+		m := mountsUnder(t, s.mnt)
+		_, d := m[data]
+		_, r := m[rootfs]
+		return d && r
+	})
+	must(t, os.Remove(s.path("v")))
+	if m := mountsUnder(t, s.mnt); len(m) != 1 {
+		t.Errorf("mounts left after rmdir: %v", m)
+	}
+	if left := viewMounts("s2"); len(left) > 0 {
+		t.Errorf("mounts of s2 left after rmdir: %v", left)
+	}
+}

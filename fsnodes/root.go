@@ -68,10 +68,16 @@ func newRoot(c *control.Controller, o Options) *Root {
 	r.bindsOn = o.DataBinds && mount.BindsUsable() == nil
 	r.watch = newWatcher(o.Logger)
 	c.Watch(func(ch control.Change) {
-		if ch.Kind == control.DataReplacing {
+		switch ch.Kind {
+		case control.DataReplacing:
 			// Before the swap, in restore's own call: the bind must never
 			// show the pre-restore dir.
 			r.bound.Load().hold(ch.Bot)
+			return
+		case control.SnapshotDropping:
+			// Before the drop, in its own call: nothing may hold the
+			// snapshot's views then.
+			r.snapshotDropping(ch.Bot, ch.Snap)
 			return
 		}
 		select {
@@ -119,7 +125,25 @@ func (r *Root) follow() {
 				if b != nil {
 					b.snapshotsChanged()
 				}
+				r.bound.Load().releaseSnapshots(ch.Bot)
 			}
+		}
+	}
+}
+
+// snapshotDropping lets go of snapshot snap of bot: its views' binds and
+// the fds its FUSE views hold.
+func (r *Root) snapshotDropping(bot, snap string) {
+	r.bound.Load().holdSnapshot(bot, snap)
+	r.mu.Lock()
+	b := r.bots[bot]
+	r.mu.Unlock()
+	if b == nil || b.snaps == nil {
+		return
+	}
+	if ch := b.snaps.GetChild(snap); ch != nil {
+		if s, ok := ch.Operations().(*snapDir); ok {
+			s.release()
 		}
 	}
 }

@@ -76,12 +76,9 @@ func (d *snapshotsDir) Mkdir(ctx context.Context, name string, mode uint32, out 
 	return d.Lookup(ctx, name, out)
 }
 
+// Rmdir drops the snapshot; its views let go of it first (the
+// controller tells the root, SnapshotDropping).
 func (d *snapshotsDir) Rmdir(ctx context.Context, name string) syscall.Errno {
-	if ch := d.GetChild(name); ch != nil {
-		if s, ok := ch.Operations().(*snapDir); ok {
-			s.release()
-		}
-	}
 	return errnoOf(d.b.r.c.DropSnapshot(ctx, d.b.name, name))
 }
 
@@ -107,7 +104,13 @@ func (d *snapshotsDir) refresh() {
 }
 
 // snapDir is snapshots/<name>: info, and read-only views of the rootfs
-// and of data/ at that snapshot.
+// and of data/ at that snapshot. With binds on, each view is the host dir
+// bind-mounted read-only over its node once the snapshot is first looked
+// up:
+//
+//	$ ls /memoh/b/snapshots/v1/data && grep snapshots/v1 /proc/self/mountinfo
+//	... /memoh/b/snapshots/v1/data ro,nosuid,nodev,nosymfollow - ext4 ...
+//	... /memoh/b/snapshots/v1/rootfs ro,nosuid,nodev,nosymfollow - overlay ...
 type snapDir struct {
 	fs.Inode
 	d       *snapshotsDir
@@ -154,6 +157,9 @@ func (s *snapDir) OnAdd(ctx context.Context) {
 	}}, syscall.S_IFREG)
 	add("rootfs", &dataNode{t: s.rootfs, root: true, fd: -1}, syscall.S_IFDIR)
 	add("data", &dataNode{t: s.data, root: true, fd: -1}, syscall.S_IFDIR)
+	// The kernel serves the views itself once bound (read-only); these
+	// nodes stay underneath, as data/'s does.
+	s.d.b.r.bound.Load().wantViews(bot, name)
 }
 
 // release closes the views' fds, so the snapshot can be dropped.
