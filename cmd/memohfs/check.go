@@ -38,7 +38,9 @@ func checkCommand() *cli.Command {
 			"Containers labelled as bots with no record are listed as orphans (memohfs never deletes\n" +
 			"them). With --mount it also checks each bot's data/ bind (status `data-path bind`): exactly one\n" +
 			"mount on <mount>/<bot>/data, showing the bot's data dir (same st_dev/st_ino), with nosymfollow,\n" +
-			"nodev and nosuid; and no mount there for a bot whose data/ goes through FUSE. Run it in the\n" +
+			"nodev and nosuid; and no mount there for a bot whose data/ goes through FUSE; each snapshot\n" +
+			"view bound (snapshots/<snap>/data and rootfs) read-only with the same flags, of a snapshot the\n" +
+			"bot has, a data view showing the snapshot's copy; and nothing else mounted under the mount. Run it in the\n" +
 			"daemon's mount namespace, while no ctl write is in flight.\n\n" +
 			"  memohfs check --up --state-dir /var/lib/memohfs --mount /memoh",
 		Flags: flags,
@@ -127,14 +129,21 @@ func runCheck(ctx context.Context, o serveOptions) (control.CheckReport, error) 
 	return rep, nil
 }
 
-// bindProblems checks the data/ binds of the bots served at mnt (whose
-// data root is dataRoot) against their status files: a bot whose status
-// says `data-path bind` has exactly one mount on mnt/<bot>/data, whose
-// root is the bot's data dir (st_dev and st_ino of dataRoot/bots/<bot>,
-// opened without following a link) and which has nosymfollow, nodev and
-// nosuid; a bot whose status says fuse, and a name the mount does not
-// serve, has none. It reads mountinfo, the status files and stats the
-// data/ mount points; it changes nothing.
+// bindProblems checks the binds under mnt (whose data root is dataRoot)
+// against the bots' status files:
+//   - a bot whose status says `data-path bind` has exactly one mount on
+//     mnt/<bot>/data, whose root is the bot's data dir (st_dev and st_ino
+//     of dataRoot/bots/<bot>, opened without following a link) and which
+//     has nosymfollow, nodev and nosuid; a bot whose status says fuse,
+//     and a name the mount does not serve, has none;
+//   - a snapshot view bound (mnt/<bot>/snapshots/<snap>/data or rootfs,
+//     bound once the snapshot is looked up) is one mount, of a snapshot
+//     the bot has, of a bot on binds, read-only with the same flags; a
+//     data view shows the snapshot's copy (dataRoot/snapshots/<bot>/<snap>/data);
+//   - nothing else is mounted under mnt.
+//
+// It reads mountinfo, the status files and the snapshots/ listings, and
+// stats the mount points; it changes nothing.
 func bindProblems(mnt, dataRoot string) ([]string, error) {
 	mnt, err := filepath.Abs(mnt)
 	if err != nil {
@@ -151,28 +160,38 @@ func bindProblems(mnt, dataRoot string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("check: mountinfo: %w", err)
 	}
-	on := map[string][]mount.MountInfo{} // bot name -> the mounts on its data/
-	for _, m := range subs {
-		rel, ok := strings.CutPrefix(m.MountPoint, mnt+"/")
-		if name, rest, _ := strings.Cut(rel, "/"); ok && rest == "data" {
-			on[name] = append(on[name], m)
-		}
-	}
+	on := map[string][]mount.MountInfo{}    // bot name -> the mounts on its data/
+	views := map[string][]mount.MountInfo{} // bot/snapshots/snap/view -> the mounts there
 	var problems []string
 	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	for _, m := range subs {
+		rel, ok := strings.CutPrefix(m.MountPoint, mnt+"/")
+		if !ok {
+			continue // the mount itself
+		}
+		switch p := strings.Split(rel, "/"); {
+		case len(p) == 2 && p[1] == "data":
+			on[p[0]] = append(on[p[0]], m)
+		case len(p) == 4 && p[1] == "snapshots" && (p[3] == "data" || p[3] == "rootfs"):
+			views[rel] = append(views[rel], m)
+		default:
+			problem("a mount memohfs does not make: %s on %s (root %s)", m.FSType, m.MountPoint, m.Root)
+		}
+	}
 	entries, err := os.ReadDir(mnt)
 	if err != nil {
 		return nil, fmt.Errorf("check: %w", err)
 	}
-	served := map[string]bool{}
+	served := map[string]string{} // bot -> its data-path
 	for _, e := range entries {
 		name := e.Name()
-		served[name] = true
+		served[name] = ""
 		b, err := os.ReadFile(filepath.Join(mnt, name, "status"))
 		if err != nil {
 			continue // the control check reports a bot it cannot read
 		}
 		path := statusValue(string(b), "data-path")
+		served[name] = path
 		target := filepath.Join(mnt, name, "data")
 		ms := on[name]
 		switch path {
@@ -184,7 +203,8 @@ func bindProblems(mnt, dataRoot string) ([]string, error) {
 			if len(ms) > 1 {
 				problem("bot %s: data/ bind: %d mounts on %s (roots %s), want one", name, len(ms), target, roots(ms))
 			}
-			checkBind(name, target, filepath.Join(dataRoot, "bots", name), ms, problem)
+			checkBind(bindSpec{what: "bot " + name + ": data/ bind", target: target,
+				dir: filepath.Join(dataRoot, "bots", name), dirName: "the data dir", opts: dataBindOpts}, ms, problem)
 		case "fuse":
 			if len(ms) > 0 {
 				problem("bot %s: data/ bind: status says data-path fuse, but %d mount(s) on %s (roots %s)",
@@ -193,25 +213,78 @@ func bindProblems(mnt, dataRoot string) ([]string, error) {
 		}
 	}
 	for name, ms := range on {
-		if !served[name] {
+		if _, ok := served[name]; !ok {
 			problem("bot %s: data/ bind: %d mount(s) on %s, a bot the mount does not serve", name, len(ms), filepath.Join(mnt, name, "data"))
 		}
+	}
+	snaps := map[string]map[string]bool{} // bot -> its snapshots, listed once
+	for rel, ms := range views {
+		p := strings.Split(rel, "/")
+		bot, snap, view := p[0], p[2], p[3]
+		target := filepath.Join(mnt, rel)
+		what := "bot " + bot + ": snapshot " + snap + "'s " + view + "/ view"
+		path, ok := served[bot]
+		switch {
+		case !ok:
+			problem("%s: %d mount(s) on %s, a bot the mount does not serve", what, len(ms), target)
+			continue
+		case path == "fuse":
+			problem("%s: status says data-path fuse, but %d mount(s) on %s (roots %s)", what, len(ms), target, roots(ms))
+			continue
+		}
+		if snaps[bot] == nil {
+			snaps[bot] = map[string]bool{}
+			list, _ := os.ReadDir(filepath.Join(mnt, bot, "snapshots"))
+			for _, e := range list {
+				snaps[bot][e.Name()] = true
+			}
+		}
+		if !snaps[bot][snap] {
+			problem("%s: %d mount(s) on %s, a snapshot the bot does not have", what, len(ms), target)
+			continue
+		}
+		if len(ms) > 1 {
+			problem("%s: %d mounts on %s (roots %s), want one", what, len(ms), target, roots(ms))
+		}
+		spec := bindSpec{what: what, target: target, opts: viewBindOpts}
+		if view == "data" {
+			spec.dir, spec.dirName = filepath.Join(dataRoot, "snapshots", bot, snap, "data"), "the snapshot's copy"
+		}
+		checkBind(spec, ms, problem)
 	}
 	return problems, nil
 }
 
-// checkBind checks the mount that target (bot name's data/) reaches, one
-// of ms (the mounts on target): its root is the data dir dataDir, and it
-// has BindFlags' options.
-func checkBind(name, target, dataDir string, ms []mount.MountInfo, problem func(string, ...any)) {
-	want, err := statDataDir(dataDir)
-	if err != nil {
-		problem("bot %s: data/ bind: cannot open the data dir %s: %v", name, dataDir, err)
-		return
+// The options each kind of bind must have (mount.BindFlags, and
+// read-only for a snapshot's views).
+var (
+	dataBindOpts = []string{"nosymfollow", "nodev", "nosuid"}
+	viewBindOpts = []string{"ro", "nosymfollow", "nodev", "nosuid"}
+)
+
+// bindSpec is what one bind memohfs makes must be.
+type bindSpec struct {
+	what    string // "bot a: data/ bind": how problems name it
+	target  string // where it is mounted
+	dir     string // the host dir it must show ("": not checked)
+	dirName string // what dir is ("the data dir")
+	opts    []string
+}
+
+// checkBind checks the mount that s.target reaches, one of ms (the
+// mounts on it): its root is s.dir, and it has s.opts.
+func checkBind(s bindSpec, ms []mount.MountInfo, problem func(string, ...any)) {
+	var want unix.Stat_t
+	if s.dir != "" {
+		var err error
+		if want, err = statDataDir(s.dir); err != nil {
+			problem("%s: cannot open %s %s: %v", s.what, s.dirName, s.dir, err)
+			return
+		}
 	}
 	var stx unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, target, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO|unix.STATX_MNT_ID, &stx); err != nil {
-		problem("bot %s: data/ bind: stat %s: %v", name, target, err)
+	if err := unix.Statx(unix.AT_FDCWD, s.target, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO|unix.STATX_MNT_ID, &stx); err != nil {
+		problem("%s: stat %s: %v", s.what, s.target, err)
 		return
 	}
 	var m *mount.MountInfo
@@ -221,22 +294,22 @@ func checkBind(name, target, dataDir string, ms []mount.MountInfo, problem func(
 		}
 	}
 	if m == nil {
-		problem("bot %s: data/ bind: %s reaches mount %d, mountinfo lists %s there (did it change while checked?)",
-			name, target, stx.Mnt_id, ids(ms))
+		problem("%s: %s reaches mount %d, mountinfo lists %s there (did it change while checked?)",
+			s.what, s.target, stx.Mnt_id, ids(ms))
 		return
 	}
-	if dev := unix.Mkdev(stx.Dev_major, stx.Dev_minor); dev != want.Dev || stx.Ino != want.Ino {
-		problem("bot %s: data/ bind shows another dir (root %s, dev %d:%d ino %d), not the data dir %s (dev %d:%d ino %d)",
-			name, m.Root, stx.Dev_major, stx.Dev_minor, stx.Ino, dataDir, unix.Major(want.Dev), unix.Minor(want.Dev), want.Ino)
+	if dev := unix.Mkdev(stx.Dev_major, stx.Dev_minor); s.dir != "" && (dev != want.Dev || stx.Ino != want.Ino) {
+		problem("%s shows another dir (root %s, dev %d:%d ino %d), not %s %s (dev %d:%d ino %d)",
+			s.what, m.Root, stx.Dev_major, stx.Dev_minor, stx.Ino, s.dirName, s.dir, unix.Major(want.Dev), unix.Minor(want.Dev), want.Ino)
 	}
 	var lacks []string
-	for _, o := range []string{"nosymfollow", "nodev", "nosuid"} {
+	for _, o := range s.opts {
 		if !m.HasOptions(o) {
 			lacks = append(lacks, o)
 		}
 	}
 	if len(lacks) > 0 {
-		problem("bot %s: data/ bind on %s lacks %s (options %s)", name, target, strings.Join(lacks, ", "), strings.Join(m.Options, ","))
+		problem("%s on %s lacks %s (options %s)", s.what, s.target, strings.Join(lacks, ", "), strings.Join(m.Options, ","))
 	}
 }
 

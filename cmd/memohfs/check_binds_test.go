@@ -166,6 +166,48 @@ func TestCheckBinds(t *testing.T) {
 		t.Fatal("another dir on top: the daemon came before every check: the test proved nothing")
 	}
 
+	// A snapshot's views, bound once it is looked up: check passes with
+	// them, and finds one made writable; a foreign mount under the mount
+	// is a problem of its own.
+	sh(t, "echo 'snapshot s1' > "+filepath.Join(mnt, "a", "ctl"))
+	views := filepath.Join(mnt, "a", "snapshots", "s1")
+	if _, err := os.ReadDir(filepath.Join(views, "data")); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"data", "rootfs"} {
+		eventually(t, 60*time.Second, "the "+v+" view's bind", func() bool {
+			ms, _ := mount.Submounts(filepath.Join(realMnt, "a", "snapshots", "s1", v))
+			return len(ms) == 1
+		})
+	}
+	checkOK("with the views of a snapshot bound")
+	setattr := func(p string, set, clr uint64) {
+		t.Helper()
+		if err := unix.MountSetattr(unix.AT_FDCWD, p, 0, &unix.MountAttr{Attr_set: set, Attr_clr: clr}); err != nil {
+			t.Fatalf("mount_setattr %s: %v", p, err)
+		}
+	}
+	setattr(filepath.Join(views, "data"), 0, unix.MOUNT_ATTR_RDONLY)
+	out, err := runCheckBin(t, env, state, mnt)
+	want := "problem: bot a: snapshot s1's data/ view on " + filepath.Join(realMnt, "a", "snapshots", "s1", "data") + " lacks ro"
+	if err == nil || !strings.Contains(out, want) {
+		t.Fatalf("check with a writable view: %v, want %q\n%s", err, want, out)
+	}
+	setattr(filepath.Join(views, "data"), unix.MOUNT_ATTR_RDONLY, 0)
+	checkOK("with the view read-only again")
+	if err := unix.Mount(other, filepath.Join(mnt, "a", "skills"), "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCheckBin(t, env, state, mnt)
+	want = "problem: a mount memohfs does not make: "
+	if err == nil || !strings.Contains(out, want) || !strings.Contains(out, filepath.Join(realMnt, "a", "skills")) {
+		t.Fatalf("check with a dir bound on skills/: %v, want %q\n%s", err, want, out)
+	}
+	if err := unix.Unmount(filepath.Join(mnt, "a", "skills"), 0); err != nil {
+		t.Fatal(err)
+	}
+	checkOK("with skills/ unbound")
+
 	// Binds off: data-path fuse, and a mount on data/ is a problem.
 	d.stop()
 	d = startUp(t, state, mnt, "--data-binds=false")
@@ -179,8 +221,8 @@ func TestCheckBinds(t *testing.T) {
 	if err := unix.Mount(other, target, "", unix.MS_BIND, ""); err != nil {
 		t.Fatal(err)
 	}
-	out, err := runCheckBin(t, env, state, mnt)
-	want := "problem: bot a: data/ bind: status says data-path fuse, but 1 mount(s) on " + filepath.Join(realMnt, "a", "data")
+	out, err = runCheckBin(t, env, state, mnt)
+	want = "problem: bot a: data/ bind: status says data-path fuse, but 1 mount(s) on " + filepath.Join(realMnt, "a", "data")
 	if err == nil || !strings.Contains(out, want) {
 		t.Fatalf("check with a dir bound over a FUSE data/: %v, want %q\n%s", err, want, out)
 	}
