@@ -22,7 +22,7 @@ import (
 //	... /memoh/b/data rw,nosuid,nodev,nosymfollow - ext4 /dev/vda ...
 //
 // A snapshot's views (snapshots/<snap>/data and rootfs) are bound the
-// same way, read-only, once the snapshot is first looked up.
+// same way, read-only, each once it is first looked up.
 //
 // A bind is made outside any FUSE request (the kernel holds the parent's
 // lock while it waits for our MKDIR reply, and the target's lookup would
@@ -100,14 +100,15 @@ func (bs *binds) want(name string) {
 	bs.queue(dataKey(name))
 }
 
-// wantViews queues the views of bot's snapshot snap: a snapshot's views
-// are bound once it is first looked up (binding every snapshot of every
-// bot at mount time would mount each one's rootfs).
-func (bs *binds) wantViews(bot, snap string) {
+// wantView queues view ("data" or "rootfs") of bot's snapshot snap: a
+// view is bound once it is first looked up (binding every snapshot of
+// every bot at mount time, or every one listed, would mount each one's
+// rootfs).
+func (bs *binds) wantView(bot, snap, view string) {
 	if bs == nil {
 		return
 	}
-	bs.queue(bindKey{bot, snap, "data"}, bindKey{bot, snap, "rootfs"})
+	bs.queue(bindKey{bot, snap, view})
 }
 
 func (bs *binds) queue(keys ...bindKey) {

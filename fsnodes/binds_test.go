@@ -156,7 +156,7 @@ func TestSymlinkWalkLoops(t *testing.T) {
 
 // TestSnapshotViewBinds: with binds on, a snapshot's data/ and rootfs/
 // views are the host dirs bound read-only over their FUSE nodes (the
-// snapshot's copy of data/, its mounted rootfs view) once the snapshot is
+// snapshot's copy of data/, its mounted rootfs view), each once it is
 // first looked up, with nosymfollow, nodev and nosuid; they show the
 // snapshot, not what changed since; a drop and an rmdir of the bot leave
 // no mount behind, here or of the rootfs view on the host.
@@ -179,8 +179,10 @@ func TestSnapshotViewBinds(t *testing.T) {
 		return s.path("v", "snapshots", snap, "data"), s.path("v", "snapshots", snap, "rootfs")
 	}
 	data, rootfs := views("s1")
-	if _, err := os.ReadDir(data); err != nil { // the first lookup asks for the binds
-		t.Fatal(err)
+	for _, p := range []string{data, rootfs} {
+		if _, err := os.Stat(p); err != nil { // the first lookup asks for the bind
+			t.Fatal(err)
+		}
 	}
 	eventually(t, time.Minute, "both views of s1 bound", func() bool {
 		m := mountsUnder(t, s.mnt)
@@ -247,9 +249,24 @@ func TestSnapshotViewBinds(t *testing.T) {
 		t.Errorf("mounts of s1 left after its drop: %v", left)
 	}
 
-	// rmdir of the bot takes the views' binds with data/'s.
+	// Only a view looked up is bound: listing snapshots/ and reading a
+	// snapshot's info mounts nothing, and data/ alone does not bring
+	// rootfs/ (the rootfs view is an overlay mount of its own).
 	s.mustCtl("v", "snapshot s2")
 	data, rootfs = views("s2")
+	if _, err := os.ReadDir(s.path("v", "snapshots")); err != nil {
+		t.Fatal(err)
+	}
+	s.read("v", "snapshots", "s2", "info")
+	if _, err := os.ReadDir(data); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "s2's data view bound", func() bool { _, ok := mountsUnder(t, s.mnt)[data]; return ok })
+	if left := viewMounts("s2"); len(left) != 1 {
+		t.Errorf("with only s2's data/ looked up, mounts of s2: %v, want its one bind", left)
+	}
+
+	// rmdir of the bot takes the views' binds with data/'s.
 	if _, err := os.ReadDir(rootfs); err != nil {
 		t.Fatal(err)
 	}

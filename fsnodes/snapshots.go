@@ -105,8 +105,7 @@ func (d *snapshotsDir) refresh() {
 
 // snapDir is snapshots/<name>: info, and read-only views of the rootfs
 // and of data/ at that snapshot. With binds on, each view is the host dir
-// bind-mounted read-only over its node once the snapshot is first looked
-// up:
+// bind-mounted read-only over its node once it is first looked up:
 //
 //	$ ls /memoh/b/snapshots/v1/data && grep snapshots/v1 /proc/self/mountinfo
 //	... /memoh/b/snapshots/v1/data ro,nosuid,nodev,nosymfollow - ext4 ...
@@ -127,8 +126,15 @@ var (
 	_ fs.NodeLookuper  = (*snapDir)(nil)
 )
 
+// Lookup finds info, data or rootfs; the first lookup of a view asks for
+// its bind (only a view someone looks at is bound: `ls -l snapshots/`
+// mounts no snapshot's rootfs).
 func (s *snapDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return lookupStatic(ctx, &s.Inode, name, out, s.d.b.r.opts.EntryTimeout)
+	ch, errno := lookupStatic(ctx, &s.Inode, name, out, s.d.b.r.opts.EntryTimeout)
+	if errno == 0 && (name == "data" || name == "rootfs") {
+		s.d.b.r.bound.Load().wantView(s.d.b.name, s.name, name)
+	}
+	return ch, errno
 }
 
 func (s *snapDir) attr(a *fuse.Attr) {
@@ -156,10 +162,9 @@ func (s *snapDir) OnAdd(ctx context.Context) {
 		return []byte(info.String()), err
 	}}, syscall.S_IFREG)
 	add("rootfs", &dataNode{t: s.rootfs, root: true, fd: -1}, syscall.S_IFDIR)
+	// The kernel serves a view itself once it is bound (read-only, at its
+	// first lookup); these nodes stay underneath, as data/'s does.
 	add("data", &dataNode{t: s.data, root: true, fd: -1}, syscall.S_IFDIR)
-	// The kernel serves the views itself once bound (read-only); these
-	// nodes stay underneath, as data/'s does.
-	s.d.b.r.bound.Load().wantViews(bot, name)
 }
 
 // release closes the views' fds, so the snapshot can be dropped.
