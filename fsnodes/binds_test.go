@@ -184,12 +184,19 @@ func TestSnapshotViewBinds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, time.Minute, "both views of s1 bound", func() bool {
-		m := mountsUnder(t, s.mnt)
-		_, d := m[data]
-		_, r := m[rootfs]
-		return d && r
-	})
+	waitMounted := func(what string, paths ...string) {
+		t.Helper()
+		eventually(t, time.Minute, what, func() bool {
+			m := mountsUnder(t, s.mnt)
+			for _, p := range paths {
+				if _, ok := m[p]; !ok {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	waitMounted("both views of s1 bound", data, rootfs)
 	m := mountsUnder(t, s.mnt)
 	for _, p := range []string{data, rootfs} {
 		for _, o := range []string{"ro", "nosuid", "nodev", "nosymfollow"} {
@@ -261,7 +268,7 @@ func TestSnapshotViewBinds(t *testing.T) {
 	if _, err := os.ReadDir(data); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "s2's data view bound", func() bool { _, ok := mountsUnder(t, s.mnt)[data]; return ok })
+	waitMounted("s2's data view bound", data)
 	if left := viewMounts("s2"); len(left) != 1 {
 		t.Errorf("with only s2's data/ looked up, mounts of s2: %v, want its one bind", left)
 	}
@@ -270,12 +277,7 @@ func TestSnapshotViewBinds(t *testing.T) {
 	if _, err := os.ReadDir(rootfs); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "both views of s2 bound", func() bool {
-		m := mountsUnder(t, s.mnt)
-		_, d := m[data]
-		_, r := m[rootfs]
-		return d && r
-	})
+	waitMounted("both views of s2 bound", data, rootfs)
 	must(t, os.Remove(s.path("v")))
 	if m := mountsUnder(t, s.mnt); len(m) != 1 {
 		t.Errorf("mounts left after rmdir: %v", m)
