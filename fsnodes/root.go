@@ -36,6 +36,8 @@ type Root struct {
 	// bindsOn: binds are asked for and can be made here (set before the
 	// mount serves; bound follows once it does).
 	bindsOn bool
+
+	times dirTimes // /M's mtime: moves with every bot added or removed
 }
 
 var (
@@ -48,13 +50,9 @@ var (
 )
 
 // OpendirHandle lets the kernel cache the listing of /M (ls /M with many
-// bots); bots come and go through control, which drops it.
+// bots); bots come and go through control, which drops it (root_list.go).
 func (r *Root) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	ds, errno := r.Readdir(ctx)
-	if errno != 0 {
-		return nil, 0, errno
-	}
-	return ds, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+	return &rootListing{r: r}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // credThreads is how many threads run data/ calls with their callers'
@@ -65,6 +63,7 @@ func newRoot(c *control.Controller, o Options) *Root {
 	r := &Root{c: c, opts: o, changes: make(chan control.Change, 256), done: make(chan struct{}),
 		bots: map[string]*botDir{}, creds: creds.NewPool(credThreads)}
 	r.life, r.endLife = context.WithCancel(context.Background())
+	r.times.touch()
 	r.bindsOn = o.DataBinds && mount.BindsUsable() == nil
 	r.watch = newWatcher(o.Logger)
 	c.Watch(func(ch control.Change) {
@@ -109,9 +108,11 @@ func (r *Root) follow() {
 				if b != nil {
 					b.close()
 				}
+				r.times.touch() // after the change, before the drop
 				r.NotifyEntry(ch.Bot)
 				r.NotifyContent(0, 0) // the cached listing
 			case control.BotAdded:
+				r.times.touch()
 				// The entry first: invalidating it detaches a bind below.
 				r.NotifyEntry(ch.Bot)
 				r.NotifyContent(0, 0)
@@ -176,6 +177,7 @@ func (r *Root) Close() { r.close() }
 // theirs, 0700), only its owner or root may rmdir it (the sticky bit).
 func (r *Root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o1777
+	r.times.fill(&out.Attr)
 	out.SetTimeout(r.opts.AttrTimeout)
 	return 0
 }
