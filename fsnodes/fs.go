@@ -99,9 +99,33 @@ func stableIno(parts ...string) uint64 {
 	return h.Sum64()&(1<<62-1) | 1<<62
 }
 
+// Server is a mounted memohfs: go-fuse's server, and its mount point.
+type Server struct {
+	*fuse.Server
+	dir string
+	// Replaced says what was on the mount point before: nothing, or a
+	// stale mount replaced (mount.MountFUSE).
+	Replaced mount.Replaced
+}
+
+// Unmount unmounts the mount (retried a few times while the kernel still
+// counts it busy) and waits for the server to stop.
+func (s *Server) Unmount() error {
+	var err error
+	for try, delay := 0, 5*time.Millisecond; try < 5; try, delay = try+1, 2*delay {
+		if err = syscall.Unmount(s.dir, unix.UMOUNT_NOFOLLOW); err == nil {
+			s.Wait()
+			return nil
+		}
+		time.Sleep(delay) // a file just closed may still be counted
+	}
+	return err
+}
+
 // Mount serves the controller's bots at dir until the server is
-// unmounted.
-func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, error) {
+// unmounted. A stale mount on dir (a memohfs before this one died) is
+// replaced without dir ever being bare (mount.MountFUSE).
+func Mount(dir string, c *control.Controller, o Options) (*Server, *Root, error) {
 	if o.EntryTimeout == 0 {
 		o.EntryTimeout = time.Second
 	}
@@ -119,13 +143,12 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 	opts := &fs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther: o.AllowOther,
-			// The kernel checks permissions against the modes we report:
-			// bot dirs are 0700 to their owner, host files keep theirs.
-			Options:     []string{"default_permissions"},
-			FsName:      "memohfs",
-			Name:        "memohfs",
+			FsName:     "memohfs",
+			Name:       "memohfs",
+			// The kernel checks permissions against the modes we report
+			// (default_permissions, set at the mount): bot dirs are 0700
+			// to their owner, host files keep theirs.
 			EnableLocks: true,
-			DirectMount: true,
 			MaxWrite:    1 << 20,
 			Debug:       o.Debug,
 			Logger:      slog.NewLogLogger(o.Logger.Handler(), slog.LevelInfo),
@@ -150,39 +173,46 @@ func Mount(dir string, c *control.Controller, o Options) (*fuse.Server, *Root, e
 	}
 	raiseFdLimit(o.Logger)
 	raw := &umaskFS{RawFileSystem: noFlushFS{fs.NewNodeFS(root, opts)}}
-	// go-fuse opens /dev/fuse without O_CLOEXEC. No fork may come between
-	// that open and closeOnExecFUSE, or the child keeps the connection
-	// (see closeOnExecFUSE): forks take syscall.ForkLock for writing.
-	// The mount is a direct mount(2) (memohfs runs as root): no fusermount
-	// is exec'd, which would wait for this lock.
-	opts.MountOptions.DirectMountStrict = true
-	syscall.ForkLock.RLock()
-	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
-	closeOnExecFUSE()
-	syscall.ForkLock.RUnlock()
+	// memohfs mounts, go-fuse serves the /dev/fuse fd it is given (its
+	// "/dev/fd/N" mount point). nosymfollow: the host follows no symlink
+	// under the mount, on either path (a bot's absolute link names the
+	// bot's files inside it, the host's outside); FollowSymlinks turns it
+	// off.
+	mo := mount.FUSEOptions{Name: "memohfs", AllowOther: o.AllowOther, DefaultPermissions: true, MaxRead: opts.MaxWrite}
+	if !o.FollowSymlinks {
+		mo.Attrs |= unix.MOUNT_ATTR_NOSYMFOLLOW
+	}
+	fd, how, err := mount.MountFUSE(dir, mo)
 	if err != nil {
 		root.close()
 		return nil, nil, err
 	}
+	server, err := fuse.NewServer(raw, "/dev/fd/"+strconv.Itoa(fd), &opts.MountOptions)
+	if err != nil {
+		unix.Close(fd)
+		syscall.Unmount(dir, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		root.close()
+		return nil, nil, err
+	}
+	s := &Server{Server: server, dir: dir, Replaced: how}
 	go server.Serve()
-	if err := server.WaitMount(); err != nil {
-		server.Unmount()
+	if err := mount.PollHack(dir); err != nil {
+		s.Unmount()
 		root.close()
 		return nil, nil, err
 	}
 	raw.dontMask.Store(server.KernelSettings().Flags64()&fuse.CAP_DONT_MASK != 0)
 	root.dataIO = probeDataIO(server, o.NoPassthrough)
 	o.Logger.Info("data/ file I/O", "mode", root.dataIO)
-	// nosymfollow: the host follows no symlink under the mount, on
-	// either path (a bot's absolute link names the bot's files inside it,
-	// the host's outside). FollowSymlinks turns it off.
+	// Private: the binds under the mount reach no other namespace (a
+	// mount attached under a shared one is made shared).
 	if err := mount.Private(dir, o.FollowSymlinks); err != nil {
-		server.Unmount()
+		s.Unmount()
 		root.close()
 		return nil, nil, err
 	}
 	root.startBinds(dir)
-	return server, root, nil
+	return s, root, nil
 }
 
 // probeDataIO says how data/ file I/O goes: "passthrough" (the kernel
@@ -211,25 +241,6 @@ func probeDataIO(server *fuse.Server, disabled bool) string {
 
 // DataIO says how data/ file I/O goes: "passthrough" or "fuse (why)".
 func (r *Root) DataIO() string { return r.dataIO }
-
-// closeOnExecFUSE marks our /dev/fuse descriptors close-on-exec. go-fuse
-// opens the device without O_CLOEXEC, so every process memohfs starts
-// afterwards (CNI plugins, say) would inherit the connection, and one
-// that outlives a killed memohfs would keep the dead mount "alive": hung
-// instead of ENOTCONN, which a restart can clear.
-func closeOnExecFUSE() {
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/fuse" {
-			if fd, err := strconv.Atoi(e.Name()); err == nil {
-				unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
-			}
-		}
-	}
-}
 
 // ctxBackground is used for work a notification starts outside any
 // request.

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,33 +78,6 @@ func Check(dir string) (State, error) {
 		}
 		return Mounted, nil
 	}
-}
-
-// Prepare makes dir ready to mount on: it creates it, and clears a stale
-// mount a dead memohfs left there together with everything mounted below
-// it (the data/ binds: the lazy detach takes the submounts with it, so
-// none is left to stack under the new mount's binds). A live mount is an
-// error: another server has it. It reports whether it cleared a stale
-// mount.
-func Prepare(dir string) (cleared bool, err error) {
-	st, err := Check(dir)
-	if err != nil {
-		return false, err
-	}
-	switch st {
-	case Mounted:
-		typ, _ := fstype(dir)
-		return false, fmt.Errorf("%s is mounted already (%s): unmount it first (memohfs umount %s)", dir, typ, dir)
-	case Stale:
-		if err := clearStale(dir); err != nil {
-			return false, err
-		}
-		cleared = true
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return cleared, err
-	}
-	return cleared, nil
 }
 
 // ClearStale clears the mount on dir if its server is gone or hangs: the
@@ -197,10 +169,13 @@ func Trap() <-chan os.Signal {
 	return sigs
 }
 
+// Waiter is a FUSE server: Wait returns once it has stopped serving.
+type Waiter interface{ Wait() }
+
 // Serve serves until SIGINT or SIGTERM (or ctx ends), then unmounts dir
 // and returns once the server has stopped or, after a lazy unmount, at
 // once: the process may exit, which ends the connection.
-func Serve(ctx context.Context, server *fuse.Server, dir string, o ServeOptions) (Mode, error) {
+func Serve(ctx context.Context, server Waiter, dir string, o ServeOptions) (Mode, error) {
 	if o.UnmountWait == 0 {
 		o.UnmountWait = 5 * time.Second
 	}
@@ -237,7 +212,7 @@ func Serve(ctx context.Context, server *fuse.Server, dir string, o ServeOptions)
 	}
 }
 
-func stop(server *fuse.Server, dir string, o ServeOptions, served chan struct{}) (Mode, error) {
+func stop(server Waiter, dir string, o ServeOptions, served chan struct{}) (Mode, error) {
 	if o.Stopping != nil {
 		o.Stopping()
 	}

@@ -3,9 +3,14 @@ package mount
 import (
 	"context"
 	"errors"
+	"io"
+	"log"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -13,6 +18,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/memohfs/memohfs/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -64,8 +70,9 @@ func TestCheckAndUnmount(t *testing.T) {
 	if st, _ := Check(dir); st != Mounted {
 		t.Fatalf("mounted: %v", st)
 	}
-	if _, err := Prepare(dir); err == nil {
-		t.Fatal("Prepare on a live mount succeeded")
+	if fd, _, err := MountFUSE(dir, FUSEOptions{Name: "mounttest"}); err == nil {
+		unix.Close(fd)
+		t.Fatal("MountFUSE on a live mount succeeded")
 	}
 	// Busy: a file held open. Retried, then detached lazily.
 	f, err := os.Open(filepath.Join(dir, "hello"))
@@ -90,11 +97,30 @@ func TestCheckAndUnmount(t *testing.T) {
 	}
 }
 
-// TestPrepareClearsStale: a server killed with -9 leaves a stale mount;
-// Prepare clears it.
-func TestPrepareClearsStale(t *testing.T) {
-	testenv.Get(t)
-	dir := t.TempDir()
+// serveHello mounts hello at dir with MountFUSE and serves it, as
+// fsnodes does: it says what MountFUSE found there.
+func serveHello(t *testing.T, dir string) (*fuse.Server, Replaced) {
+	t.Helper()
+	fd, how, err := MountFUSE(dir, FUSEOptions{Name: "mounttest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := fuse.NewServer(fs.NewNodeFS(&root{}, &fs.Options{}), "/dev/fd/"+strconv.Itoa(fd), &fuse.MountOptions{Name: "mounttest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go server.Serve()
+	if err := PollHack(dir); err != nil {
+		t.Fatal(err)
+	}
+	return server, how
+}
+
+// killedServer leaves a stale mount on dir: a child serves hello there,
+// a file is bound over its hello (as a dead memohfs leaves its binds),
+// and the child is killed with -9.
+func killedServer(t *testing.T, dir string) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "MOUNT_TEST_SERVE="+dir)
 	out, _ := cmd.StdoutPipe()
@@ -108,24 +134,164 @@ func TestPrepareClearsStale(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "hello")); err != nil || string(b) != "hello\n" {
 		t.Fatalf("read through the child's mount: %q %v", b, err)
 	}
+	src := filepath.Join(t.TempDir(), "bound")
+	if err := os.WriteFile(src, []byte("bound\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(src, filepath.Join(dir, "hello"), "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	if st, _ := Check(dir); st != Stale {
 		t.Fatalf("after kill -9: %v", st)
 	}
-	cleared, err := Prepare(dir)
-	if err != nil || !cleared {
-		t.Fatalf("prepare: %v %v", cleared, err)
+}
+
+// TestMountFUSEReplacesStale: a server killed with -9 leaves a stale
+// mount; MountFUSE puts the new one beneath it and takes it off, and
+// with it a mount under it (a dead memohfs's binds). The fallback for a
+// kernel without MOVE_MOUNT_BENEATH (clear, then mount) works too.
+func TestMountFUSEReplacesStale(t *testing.T) {
+	testenv.Get(t)
+	for _, c := range []struct {
+		name      string
+		noBeneath bool
+		want      Replaced
+	}{{"beneath", false, Beneath}, {"no beneath", true, Cleared}} {
+		t.Run(c.name, func(t *testing.T) {
+			defer func(old bool) { noBeneath = old }(noBeneath)
+			noBeneath = c.noBeneath
+			dir := t.TempDir()
+			killedServer(t, dir)
+			server, how := serveHello(t, dir)
+			if how != c.want {
+				t.Errorf("MountFUSE over a stale mount: %q, want %q", how, c.want)
+			}
+			if b, err := os.ReadFile(filepath.Join(dir, "hello")); err != nil || string(b) != "hello\n" {
+				t.Fatalf("read through the new mount: %q %v", b, err)
+			}
+			if ms, err := mountsOn(dir); err != nil || len(ms) != 1 {
+				t.Fatalf("mounts on %s after the replacement: %v %v (want the new one only)", dir, ms, err)
+			}
+			if ms, err := Submounts(dir); err != nil || len(ms) != 1 {
+				t.Fatalf("mounts at or under %s after the replacement: %v %v (the dead server's bind must go with it)", dir, ms, err)
+			}
+			if st, _ := Check(dir); st != Mounted {
+				t.Fatalf("after the replacement: %v", st)
+			}
+			if mode, err := Unmount(dir, time.Second); err != nil || mode != Clean {
+				t.Fatalf("unmount: %v %v", mode, err)
+			}
+			server.Wait()
+			if _, how := serveHello(t, dir); how != Fresh {
+				t.Errorf("MountFUSE on a bare dir: %q", how)
+			}
+			Unmount(dir, time.Second)
+		})
 	}
-	if st, _ := Check(dir); st != NotMounted {
-		t.Fatalf("after prepare: %v", st)
+}
+
+// TestMountFUSENoGap: while a stale mount is replaced, the mount point
+// never shows the directory under it. Probes stat a file that only the
+// bare directory has, in a loop, from before MountFUSE to after it;
+// each answer is the dead mount's error, the new mount's ENOENT, or (the
+// gap) the file. The stale server hangs, so probes are in flight on it
+// when MountFUSE aborts it: the round counts the probes answered during
+// MountFUSE and fails if none was. The fallback (clear, then mount) is
+// run the same way, to show the probes can see a gap.
+func TestMountFUSENoGap(t *testing.T) {
+	testenv.Get(t)
+	for _, c := range []struct {
+		name      string
+		noBeneath bool
+	}{{"beneath", false}, {"no beneath", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			defer func(old bool) { noBeneath = old }(noBeneath)
+			noBeneath = c.noBeneath
+			var during, bare, dead int
+			for round := 0; round < 20 && (bare == 0 || !c.noBeneath); round++ {
+				d, b, x := gapRound(t)
+				during, bare, dead = during+d, bare+b, dead+x
+				if !c.noBeneath && round == 2 {
+					break
+				}
+			}
+			t.Logf("probes answered during MountFUSE: %d (the dead mount's error: %d, the bare dir: %d)", during, dead, bare)
+			if during == 0 || dead == 0 {
+				t.Fatalf("no probe was answered by the dead mount during MountFUSE (%d answered): the window was never hit", during)
+			}
+			if !c.noBeneath && bare > 0 {
+				t.Fatalf("%d probes saw the bare mount point while a stale mount was replaced from beneath", bare)
+			}
+			if c.noBeneath && bare == 0 {
+				t.Errorf("clearing first never showed the bare mount point in 20 rounds: the probes cannot see a gap")
+			}
+		})
 	}
-	server := mountHello(t, dir)
-	go server.Wait()
-	if b, err := os.ReadFile(filepath.Join(dir, "hello")); err != nil || string(b) != "hello\n" {
-		t.Fatalf("mount again: %q %v", b, err)
+}
+
+// gapRound replaces a hung mount with MountFUSE under probes, and counts
+// the probes answered during MountFUSE, those that saw the bare dir, and
+// those the dead mount answered.
+func gapRound(t *testing.T) (during, bare, dead int) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bare"), nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
+	h := &hung{release: make(chan struct{})}
+	// Its server's replies after the abort fail: not worth a log line.
+	quiet := log.New(io.Discard, "", 0)
+	hs, err := fs.Mount(dir, h, &fs.Options{MountOptions: fuse.MountOptions{DirectMount: true, Name: "mounttest", Logger: quiet}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { close(h.release); hs.Wait() }()
+	var inWindow atomic.Bool
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	started := make(chan struct{}, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			started <- struct{}{}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, err := os.Stat(filepath.Join(dir, "bare"))
+				mu.Lock()
+				if inWindow.Load() {
+					during++
+				}
+				switch {
+				case err == nil:
+					bare++
+				case errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED):
+					if inWindow.Load() {
+						dead++
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for range 4 {
+		<-started
+	}
+	inWindow.Store(true)
+	server, _ := serveHello(t, dir)
+	inWindow.Store(false)
+	close(stop)
+	wg.Wait()
 	Unmount(dir, time.Second)
+	server.Wait()
+	return during, bare, dead
 }
 
 // hung is a filesystem whose server stops answering: every lookup and

@@ -164,7 +164,7 @@ func TestBindsKill9(t *testing.T) {
 	}
 
 	d = startUp(t, state, mnt, "--data-binds")
-	if !strings.Contains(embedded.Tail(d.log, 40), "cleared a stale mount") {
+	if !strings.Contains(embedded.Tail(d.log, 40), "replaced a stale mount") {
 		t.Errorf("log does not mention the stale mount:\n%s", embedded.Tail(d.log, 40))
 	}
 	waitOneBindEach(t, state, mnt, bots, time.Minute)

@@ -175,17 +175,16 @@ func serve(ctx context.Context, o serveOptions, logs *logging, reload func()) er
 	}
 	defer ctl.Close()
 
-	cleared, err := mount.Prepare(o.Mount)
-	if err != nil {
-		return err
-	}
-	if cleared {
-		log.Warn("cleared a stale mount (a memohfs before this one died)", "mount", o.Mount)
-	}
 	server, root, err := fsnodes.Mount(o.Mount, ctl, fsnodes.Options{AllowOther: o.AllowOther, Debug: o.DebugFUSE, Logger: log,
 		DataBinds: o.DataBinds, FollowSymlinks: o.FollowSymlinks})
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", o.Mount, err)
+	}
+	switch server.Replaced {
+	case mount.Beneath:
+		log.Warn("replaced a stale mount (a memohfs before this one died) from beneath", "mount", o.Mount)
+	case mount.Cleared:
+		log.Warn("cleared a stale mount (a memohfs before this one died); the kernel cannot mount beneath it, so the mount point was bare for a moment", "mount", o.Mount)
 	}
 	log.Info("serving", "mount", o.Mount, "bots", len(ctl.Bots()), "data_root", o.DataRoot)
 

@@ -110,7 +110,7 @@ func TestUpKill9(t *testing.T) {
 	start := time.Now()
 	d = startUp(t, state, mnt)
 	t.Logf("serving again %s after the restart began (containerd and postgres adopted)", time.Since(start))
-	if !strings.Contains(embedded.Tail(d.log, 40), "cleared a stale mount") {
+	if !strings.Contains(embedded.Tail(d.log, 40), "replaced a stale mount") {
 		t.Errorf("log does not mention the stale mount:\n%s", embedded.Tail(d.log, 40))
 	}
 	st := statusOf(t, mnt, "k")
