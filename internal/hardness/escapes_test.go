@@ -1549,7 +1549,13 @@ func (e *escEnv) run(t *testing.T, uid uint32, timeout time.Duration, argv ...st
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	// Through env, a host binary: Go starts a child with vfork, and until
+	// the child's execve is done the parent's thread holds its P. An
+	// execve of a file on the mount asks this very process (the mount's
+	// server) on the way, and a garbage collection that starts then waits
+	// for that P: the server stops, the execve never ends (cc25 hung 9
+	// minutes in escSetuid). env's execve happens in a process of its own.
+	cmd := exec.CommandContext(ctx, "/usr/bin/env", append([]string{"--"}, argv...)...)
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "M=" + e.s.mnt, "HOME=/", "LC_ALL=C"}
 	if uid != 0 {
