@@ -10,8 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sizes of the data-plane workloads.
@@ -356,33 +357,53 @@ func savesSuite(b *bench, t target) ([]metric, error) {
 	return []metric{{fmt.Sprintf("editor saves x%d", n), perSec(n, d)}}, nil
 }
 
-// statSuite: lstat of a name that does not exist. Every answer must be
-// ENOENT: any other (EIO, ENOTCONN, a file) fails the run.
+// statSuite: lstat of a name that does not exist, by its full path (the
+// walk crosses every name above it: on memohfs /M and the bot, FUSE
+// dentries, and two mounts), and at an fd of its dir (the name's own
+// lookup alone). Every answer must be ENOENT: any other (EIO, ENOTCONN,
+// a file) fails the run.
 func statSuite(b *bench, t target) ([]metric, error) {
 	n := b.sizes.Stats
 	p := filepath.Join(t.Dir, "no-such-file")
-	var st syscall.Stat_t
-	missing := func() error {
-		err := syscall.Lstat(p, &st)
-		if err != syscall.ENOENT {
+	dirfd, err := unix.Open(t.Dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(dirfd)
+	var st unix.Stat_t
+	byPath := func() error {
+		if err := unix.Lstat(p, &st); err != unix.ENOENT {
 			return fmt.Errorf("lstat %s: %v, want ENOENT", p, err)
 		}
 		return nil
 	}
-	// The first lookup may go to the server; the rest may be cached.
-	if err := missing(); err != nil {
-		return nil, err
-	}
-	d, err := timed(func() error {
-		for i := 0; i < n; i++ {
-			if err := missing(); err != nil {
-				return err
-			}
+	atFd := func() error {
+		if err := unix.Fstatat(dirfd, "no-such-file", &st, unix.AT_SYMLINK_NOFOLLOW); err != unix.ENOENT {
+			return fmt.Errorf("fstatat %s: %v, want ENOENT", p, err)
 		}
 		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	return []metric{{"stat of a missing name", float64(d.Nanoseconds()) / float64(n)}}, nil
+	var out []metric
+	for _, m := range []struct {
+		name string
+		op   func() error
+	}{{"stat of a missing name", byPath}, {"stat of a missing name, at its dir's fd", atFd}} {
+		// The first lookup may go to the server; the rest may be cached.
+		if err := m.op(); err != nil {
+			return nil, err
+		}
+		d, err := timed(func() error {
+			for i := 0; i < n; i++ {
+				if err := m.op(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, metric{m.name, float64(d.Nanoseconds()) / float64(n)})
+	}
+	return out, nil
 }
