@@ -52,7 +52,11 @@ var (
 // OpendirHandle lets the kernel cache the listing of /M (ls /M with many
 // bots); bots come and go through control, which drops it (root_list.go).
 func (r *Root) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	return &rootListing{r: r}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+	l, errno := newRootListing(ctx, r)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return l, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // credThreads is how many threads run data/ calls with their callers'
