@@ -79,7 +79,20 @@ func (d *snapshotsDir) Mkdir(ctx context.Context, name string, mode uint32, out 
 // Rmdir drops the snapshot; its views let go of it first (the
 // controller tells the root, SnapshotDropping).
 func (d *snapshotsDir) Rmdir(ctx context.Context, name string) syscall.Errno {
-	return errnoOf(d.b.r.c.DropSnapshot(ctx, d.b.name, name))
+	err := d.b.r.c.DropSnapshot(ctx, d.b.name, name)
+	if err == nil {
+		// The views let go of their fds before the drop (SnapshotDropping),
+		// but a request on a view in between takes them again, and once
+		// this returns go-fuse forgets the node, so nothing else would
+		// close them (hygiene saw 2 fds of a dropped snapshot's data view
+		// held for good). The snapshot is gone now: no view can reopen.
+		if ch := d.GetChild(name); ch != nil {
+			if s, ok := ch.Operations().(*snapDir); ok {
+				s.release()
+			}
+		}
+	}
+	return errnoOf(err)
 }
 
 // refresh forgets snapshot dirs that no longer exist.
