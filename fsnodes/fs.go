@@ -117,6 +117,9 @@ func (s *Server) Unmount() error {
 			s.Wait()
 			return nil
 		}
+		if err != syscall.EBUSY {
+			return err
+		}
 		time.Sleep(delay) // a file just closed may still be counted
 	}
 	return err

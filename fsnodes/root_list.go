@@ -60,10 +60,10 @@ func (t *dirTimes) fill(a *fuse.Attr) {
 // again at the first READDIR if /M changed since, and after a rewind
 // (Seekdir to 0).
 type rootListing struct {
-	r      *Root
-	ds     fs.DirStream // nil: list at the next read
-	at     int64        // /M's mtime when ds was taken
-	reread bool         // a READDIR came: ds stands until a rewind
+	r       *Root
+	ds      fs.DirStream // nil: list at the next read
+	at      int64        // /M's mtime when ds was taken
+	checked bool         // a READDIR came: ds stands until a rewind
 }
 
 var (
@@ -86,15 +86,15 @@ func (l *rootListing) list(ctx context.Context) syscall.Errno {
 	return 0
 }
 
-// fresh lists again where the listing is missing, or older than /M at
-// the handle's first READDIR.
+// fresh lists again where the listing is missing, or, at the handle's
+// first READDIR, older than /M.
 func (l *rootListing) fresh(ctx context.Context) syscall.Errno {
-	if l.ds != nil && (l.reread || l.r.times.ns.Load() == l.at) {
-		l.reread = true
-		return 0
+	stale := l.ds == nil || (!l.checked && l.r.times.ns.Load() != l.at)
+	l.checked = true
+	if stale {
+		return l.list(ctx)
 	}
-	l.reread = true
-	return l.list(ctx)
+	return 0
 }
 
 func (l *rootListing) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
@@ -106,7 +106,7 @@ func (l *rootListing) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.E
 
 func (l *rootListing) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if off == 0 {
-		l.ds, l.reread = nil, false // a rewind lists afresh
+		l.ds, l.checked = nil, false // a rewind lists afresh
 		return 0
 	}
 	if errno := l.fresh(ctx); errno != 0 {

@@ -22,8 +22,8 @@ import (
 // No race is hoped for: the handle is opened before the change and read
 // only once /M's mtime shows that the change's drop reached the kernel
 // (it invalidates /M's attributes and its listing together), so every
-// round opens the window. With the listing taken at opendir, round 0
-// fails at its mkdir.
+// round opens the window. With the listing taken at opendir only, round
+// 0 fails at its mkdir.
 func TestRootListing(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
 	s.mkbot("keep")
