@@ -3,6 +3,7 @@ package fsnodes_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/memohfs/memohfs/fsnodes"
 	"github.com/memohfs/memohfs/internal/testenv"
+	"github.com/memohfs/memohfs/mount"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,6 +71,44 @@ func TestTwoUsers(t *testing.T) {
 	// The owner can delete their own bot.
 	if out, err := s.asUser(alice, `rmdir $M/alice-bot`); err != nil {
 		t.Fatalf("alice rmdir: %v %s", err, out)
+	}
+}
+
+// TestRootACLCached: a user other than root walking through /M asks for
+// /M's ACL once, not at every walk. The kernel never caches the ACL of a
+// FUSE root inode (made before INIT); /M is a dir below the root, so it
+// does (fsnodes/top.go). Counted at the server: with /M the root, each
+// of the walks below was a GETXATTR.
+func TestRootACLCached(t *testing.T) {
+	s := newStack(t, fsnodes.Options{AllowOther: true})
+	const walks = 200
+	if out, err := s.asUser(10001, `mkdir $M/walker`); err != nil {
+		t.Fatalf("mkdir: %v\n%s", err, out)
+	}
+	s.bound("walker")
+	before := fsnodes.ACLAsks(s.fs)
+	if before == 0 {
+		t.Fatal("the kernel never asked for /M's ACL: the walk this test counts is not the one it means")
+	}
+	script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do [ -e $M/walker/data/missing ] && exit 1; i=$((i+1)); done`, walks)
+	if out, err := s.asUser(10001, script); err != nil {
+		t.Fatalf("walks: %v\n%s", err, out)
+	}
+	// A second, at most, for each time /M's attributes time out (1 s)
+	// and the kernel asks for them again.
+	asks := fsnodes.ACLAsks(s.fs) - before
+	t.Logf("%d walks through /M by uid 10001: %d asks for its ACL", walks, asks)
+	if asks > 5 {
+		t.Fatalf("%d walks through /M asked for its ACL %d times: the kernel does not cache it", walks, asks)
+	}
+	ms, err := mount.Submounts(s.mnt)
+	if err != nil || len(ms) == 0 {
+		t.Fatal(ms, err)
+	}
+	for _, m := range ms {
+		if m.MountPoint == s.mnt && m.Root != "/bots" {
+			t.Errorf("the mount shows %s of the filesystem, want /bots", m.Root)
+		}
 	}
 }
 

@@ -175,35 +175,38 @@ func Mount(dir string, c *control.Controller, o Options) (*Server, *Root, error)
 		opts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
 	raiseFdLimit(o.Logger)
-	raw := &umaskFS{RawFileSystem: noFlushFS{fs.NewNodeFS(root, opts)}}
+	raw := &umaskFS{RawFileSystem: noFlushFS{fs.NewNodeFS(&top{root: root}, opts)}}
 	// memohfs mounts, go-fuse serves the /dev/fuse fd it is given (its
-	// "/dev/fd/N" mount point). nosymfollow: the host follows no symlink
-	// under the mount, on either path (a bot's absolute link names the
-	// bot's files inside it, the host's outside); FollowSymlinks turns it
-	// off.
-	mo := mount.FUSEOptions{Name: "memohfs", AllowOther: o.AllowOther, DefaultPermissions: true, MaxRead: opts.MaxWrite}
+	// "/dev/fd/N" mount point). The mount shows Root, a dir below the
+	// filesystem's own root (see top). nosymfollow: the host follows no
+	// symlink under the mount, on either path (a bot's absolute link
+	// names the bot's files inside it, the host's outside);
+	// FollowSymlinks turns it off.
+	mo := mount.FUSEOptions{Name: "memohfs", AllowOther: o.AllowOther, DefaultPermissions: true, MaxRead: opts.MaxWrite, Root: topChild}
 	if !o.FollowSymlinks {
 		mo.Attrs |= unix.MOUNT_ATTR_NOSYMFOLLOW
 	}
-	fd, how, err := mount.MountFUSE(dir, mo)
+	f, err := mount.NewFUSE(dir, mo)
 	if err != nil {
 		root.close()
 		return nil, nil, err
 	}
-	server, err := fuse.NewServer(raw, "/dev/fd/"+strconv.Itoa(fd), &opts.MountOptions)
+	server, err := fuse.NewServer(raw, f.DevPath(), &opts.MountOptions)
 	if err != nil {
-		unix.Close(fd)
-		syscall.Unmount(dir, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		f.Close()
+		unix.Close(f.Dev)
+		root.close()
+		return nil, nil, err
+	}
+	go server.Serve()
+	how, err := f.Attach()
+	if err != nil {
+		// Never attached, the filesystem is gone with its last mount fd,
+		// and the kernel ends the connection: the server stops.
 		root.close()
 		return nil, nil, err
 	}
 	s := &Server{Server: server, dir: dir, Replaced: how}
-	go server.Serve()
-	if err := mount.PollHack(dir); err != nil {
-		s.Unmount()
-		root.close()
-		return nil, nil, err
-	}
 	raw.dontMask.Store(server.KernelSettings().Flags64()&fuse.CAP_DONT_MASK != 0)
 	root.dataIO = probeDataIO(server, o.NoPassthrough)
 	o.Logger.Info("data/ file I/O", "mode", root.dataIO)

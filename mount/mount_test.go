@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -70,9 +69,10 @@ func TestCheckAndUnmount(t *testing.T) {
 	if st, _ := Check(dir); st != Mounted {
 		t.Fatalf("mounted: %v", st)
 	}
-	if fd, _, err := MountFUSE(dir, FUSEOptions{Name: "mounttest"}); err == nil {
-		unix.Close(fd)
-		t.Fatal("MountFUSE on a live mount succeeded")
+	if f, err := NewFUSE(dir, FUSEOptions{Name: "mounttest"}); err == nil {
+		f.Close()
+		unix.Close(f.Dev)
+		t.Fatal("NewFUSE on a live mount succeeded")
 	}
 	// Busy: a file held open. Retried, then detached lazily.
 	f, err := os.Open(filepath.Join(dir, "hello"))
@@ -97,20 +97,21 @@ func TestCheckAndUnmount(t *testing.T) {
 	}
 }
 
-// serveHello mounts hello at dir with MountFUSE and serves it, as
-// fsnodes does: it says what MountFUSE found there.
+// serveHello mounts hello at dir with NewFUSE and Attach and serves it,
+// as fsnodes does: it says what Attach found there.
 func serveHello(t *testing.T, dir string) (*fuse.Server, Replaced) {
 	t.Helper()
-	fd, how, err := MountFUSE(dir, FUSEOptions{Name: "mounttest"})
+	f, err := NewFUSE(dir, FUSEOptions{Name: "mounttest"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := fuse.NewServer(fs.NewNodeFS(&root{}, &fs.Options{}), "/dev/fd/"+strconv.Itoa(fd), &fuse.MountOptions{Name: "mounttest"})
+	server, err := fuse.NewServer(fs.NewNodeFS(&root{}, &fs.Options{}), f.DevPath(), &fuse.MountOptions{Name: "mounttest"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	go server.Serve()
-	if err := PollHack(dir); err != nil {
+	how, err := f.Attach()
+	if err != nil {
 		t.Fatal(err)
 	}
 	return server, how
@@ -148,11 +149,11 @@ func killedServer(t *testing.T, dir string) {
 	}
 }
 
-// TestMountFUSEReplacesStale: a server killed with -9 leaves a stale
-// mount; MountFUSE puts the new one beneath it and takes it off, and
+// TestAttachReplacesStale: a server killed with -9 leaves a stale
+// mount; Attach puts the new one beneath it and takes it off, and
 // with it a mount under it (a dead memohfs's binds). The fallback for a
 // kernel without MOVE_MOUNT_BENEATH (clear, then mount) works too.
-func TestMountFUSEReplacesStale(t *testing.T) {
+func TestAttachReplacesStale(t *testing.T) {
 	testenv.Get(t)
 	for _, c := range []struct {
 		name      string
@@ -166,7 +167,7 @@ func TestMountFUSEReplacesStale(t *testing.T) {
 			killedServer(t, dir)
 			server, how := serveHello(t, dir)
 			if how != c.want {
-				t.Errorf("MountFUSE over a stale mount: %q, want %q", how, c.want)
+				t.Errorf("Attach over a stale mount: %q, want %q", how, c.want)
 			}
 			if b, err := os.ReadFile(filepath.Join(dir, "hello")); err != nil || string(b) != "hello\n" {
 				t.Fatalf("read through the new mount: %q %v", b, err)
@@ -185,22 +186,22 @@ func TestMountFUSEReplacesStale(t *testing.T) {
 			}
 			server.Wait()
 			if _, how := serveHello(t, dir); how != Fresh {
-				t.Errorf("MountFUSE on a bare dir: %q", how)
+				t.Errorf("Attach on a bare dir: %q", how)
 			}
 			Unmount(dir, time.Second)
 		})
 	}
 }
 
-// TestMountFUSENoGap: while a stale mount is replaced, the mount point
+// TestAttachNoGap: while a stale mount is replaced, the mount point
 // never shows the directory under it. Probes stat a file that only the
-// bare directory has, in a loop, from before MountFUSE to after it;
+// bare directory has, in a loop, from before Attach to after it;
 // each answer is the dead mount's error, the new mount's ENOENT, or (the
 // gap) the file. The stale server hangs, so probes are in flight on it
-// when MountFUSE aborts it: the round counts the probes answered during
-// MountFUSE and fails if none was. The fallback (clear, then mount) is
+// when Attach aborts it: the round counts the probes answered during
+// Attach and fails if none was. The fallback (clear, then mount) is
 // run the same way, to show the probes can see a gap.
-func TestMountFUSENoGap(t *testing.T) {
+func TestAttachNoGap(t *testing.T) {
 	testenv.Get(t)
 	for _, c := range []struct {
 		name      string
@@ -220,9 +221,9 @@ func TestMountFUSENoGap(t *testing.T) {
 				d, b, x := gapRound(t)
 				during, bare, dead = during+d, bare+b, dead+x
 			}
-			t.Logf("probes answered during MountFUSE: %d (the dead mount's error: %d, the bare dir: %d)", during, dead, bare)
+			t.Logf("probes answered during Attach: %d (the dead mount's error: %d, the bare dir: %d)", during, dead, bare)
 			if during == 0 || dead == 0 {
-				t.Fatalf("no probe was answered by the dead mount during MountFUSE (%d answered): the window was never hit", during)
+				t.Fatalf("no probe was answered by the dead mount during Attach (%d answered): the window was never hit", during)
 			}
 			if !c.noBeneath && bare > 0 {
 				t.Fatalf("%d probes saw the bare mount point while a stale mount was replaced from beneath", bare)
@@ -234,8 +235,8 @@ func TestMountFUSENoGap(t *testing.T) {
 	}
 }
 
-// gapRound replaces a hung mount with MountFUSE under probes, and counts
-// the probes answered during MountFUSE, those that saw the bare dir, and
+// gapRound replaces a hung mount with Attach under probes, and counts
+// the probes answered during Attach, those that saw the bare dir, and
 // those the dead mount answered.
 func gapRound(t *testing.T) (during, bare, dead int) {
 	t.Helper()
