@@ -101,14 +101,24 @@ func TestRootACLCached(t *testing.T) {
 	if asks > 5 {
 		t.Fatalf("%d walks through /M asked for its ACL %d times: the kernel does not cache it", walks, asks)
 	}
+	// The mount point holds a copy of the mount rooted at /bots: with the
+	// mount's own flags (a copy keeps them).
 	ms, err := mount.Submounts(s.mnt)
-	if err != nil || len(ms) == 0 {
-		t.Fatal(ms, err)
+	if err != nil {
+		t.Fatal(err)
 	}
+	found := 0
 	for _, m := range ms {
-		if m.MountPoint == s.mnt && m.Root != "/bots" {
-			t.Errorf("the mount shows %s of the filesystem, want /bots", m.Root)
+		if m.MountPoint != s.mnt {
+			continue
 		}
+		found++
+		if m.Root != "/bots" || !m.HasOptions("nosuid", "nodev", "nosymfollow") {
+			t.Errorf("the mount on %s: %s of the filesystem, options %v; want /bots, nosuid, nodev, nosymfollow", s.mnt, m.Root, m.Options)
+		}
+	}
+	if found != 1 {
+		t.Errorf("%d mounts on %s, want 1", found, s.mnt)
 	}
 }
 
