@@ -46,6 +46,12 @@ type Runtime interface {
 	EndLeftoverTask(ctx context.Context, bot string) (string, error)
 	// Exec runs a process in the running task and returns its exit code.
 	Exec(ctx context.Context, bot string, args []string, stdout, stderr io.Writer) (int, error)
+	// ExecStart starts a process in the running task and hands over its
+	// streams; killing it reaches every process it starts.
+	ExecStart(ctx context.Context, bot string, spec ExecSpec) (*Proc, error)
+	// EndExec ends a process an earlier daemon started and lost, with
+	// its tree, and says how it ended.
+	EndExec(ctx context.Context, bot, id string) (ExitInfo, error)
 
 	// Snapshot takes a live snapshot of the bot's rootfs under name. The
 	// container keeps its own rootfs; a running task is frozen only for

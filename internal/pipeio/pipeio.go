@@ -1,0 +1,110 @@
+// Package pipeio reads and writes non-blocking pipes (FIFOs) from Go's
+// poller, with a context that can end a blocked call: what a FUSE read of
+// a process's output needs, where the kernel's INTERRUPT must give the
+// reader EINTR while the pipe stays usable for the next call.
+//
+// A call ended by its context returns what it moved so far and the
+// context's error; the file's deadline is reset for the next call. At
+// most one reader and one writer per file at a time: an interrupt wakes
+// every call blocked in that direction.
+package pipeio
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// past is a deadline that has passed: setting it wakes a blocked call.
+var past = time.Unix(1, 0)
+
+// Open opens a FIFO non-blocking, so its calls go through the poller
+// (and open itself never waits for the other end).
+func Open(path string, flag int) (*os.File, error) {
+	return os.OpenFile(path, flag|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+}
+
+// Read reads at least one byte into p, waiting for it, then whatever
+// more the pipe holds without waiting, up to len(p). At end of file it
+// returns 0, nil.
+func Read(ctx context.Context, f *os.File, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(past) })
+	defer stop()
+	for {
+		n, err := f.Read(p)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if cerr := ctx.Err(); cerr != nil {
+				return n, cerr
+			}
+			_ = f.SetReadDeadline(time.Time{})
+			continue
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil || n == len(p) {
+			return n, err
+		}
+		return n + more(f, p[n:]), nil
+	}
+}
+
+// more reads what the pipe holds now, without waiting.
+func more(f *os.File, p []byte) int {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	total := 0
+	_ = rc.Read(func(fd uintptr) bool {
+		for total < len(p) {
+			n, err := unix.Read(int(fd), p[total:])
+			if n <= 0 || err != nil {
+				break
+			}
+			total += n
+		}
+		return true // never wait
+	})
+	return total
+}
+
+// Write writes all of p, waiting while the pipe is full (the reader's
+// pace is the writer's). Ended by ctx, it returns what was written.
+func Write(ctx context.Context, f *os.File, p []byte) (int, error) {
+	stop := context.AfterFunc(ctx, func() { _ = f.SetWriteDeadline(past) })
+	defer stop()
+	done := 0
+	for done < len(p) {
+		n, err := f.Write(p[done:])
+		done += n
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if cerr := ctx.Err(); cerr != nil {
+				return done, cerr
+			}
+			_ = f.SetWriteDeadline(time.Time{})
+			continue
+		}
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// Grow asks the kernel for a pipe buffer of size bytes (fewer wake-ups
+// per megabyte); a refusal leaves the pipe as it was.
+func Grow(f *os.File, size int) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, size) })
+}
