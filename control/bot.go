@@ -40,6 +40,7 @@ type bot struct {
 	gen      uint64        // bumped by every state change an operation makes
 	evNotify chan struct{} // closed (and replaced) when an event is recorded
 	gone     bool          // deleted
+	cmds     *conns        // its cmd/ connections, made when first used
 }
 
 func newBot(rec store.Bot) *bot {

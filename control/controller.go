@@ -27,6 +27,9 @@ type Options struct {
 	StopGrace time.Duration
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
+	// CmdLimit is how many cmd/ connections a bot may have at once;
+	// DefaultCmdLimit when zero.
+	CmdLimit int
 
 	// crashAfter, for tests only, makes Delete stop dead after the named
 	// step ("intent", "runtime", "trash", "record"), leaving memory and
@@ -95,6 +98,9 @@ func New(ctx context.Context, rt runtime.Runtime, st *store.Store, opts Options)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.CmdLimit <= 0 {
+		opts.CmdLimit = DefaultCmdLimit
+	}
 	// Root's only, also when made by an older version: what bots write
 	// (setuid files, device nodes, links to anywhere) must be reachable
 	// only through the mount, never by host users at its host path.
@@ -142,8 +148,21 @@ func New(ctx context.Context, rt runtime.Runtime, st *store.Store, opts Options)
 	return c, nil
 }
 
-// Close stops following runtime events. Bots keep running.
+// Close ends the commands run through cmd/ (recorded) and stops
+// following runtime events. Bots keep running.
 func (c *Controller) Close() {
+	// Commands run through the mount end with it, recorded.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	c.mu.RLock()
+	bots := make([]*bot, 0, len(c.bots))
+	for _, b := range c.bots {
+		bots = append(bots, b)
+	}
+	c.mu.RUnlock()
+	for _, b := range bots {
+		c.endAllConns(ctx, b)
+	}
+	cancel()
 	c.cancel()
 	c.wg.Wait()
 }

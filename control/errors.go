@@ -20,12 +20,15 @@ const (
 	KindUnavailable             // EIO: containerd or Postgres cannot be reached
 	KindPermission              // EACCES: not yours
 	KindInterrupted             // EINTR: the caller gave up
+	KindAgain                   // EAGAIN: a limit is reached for now
+	KindBrokenPipe              // EPIPE: nothing reads what is written
 )
 
 var kindNames = map[Kind]string{
 	KindInternal: "internal error", KindInvalid: "invalid", KindNotFound: "not found",
 	KindExists: "exists", KindBusy: "busy", KindUnavailable: "unavailable",
 	KindPermission: "permission denied", KindInterrupted: "interrupted",
+	KindAgain: "try again", KindBrokenPipe: "broken pipe",
 }
 
 func (k Kind) String() string { return kindNames[k] }

@@ -41,6 +41,7 @@ type Report struct {
 	Dropped       []string // records whose snapshot is gone, removed (data kept in trash)
 	Released      []string // leaked addresses and netns pins freed
 	Orphans       []string // containers labelled memohfs.bot with no record: reported, left alone
+	Reaped        []string // commands an earlier daemon left running or unrecorded: ended, recorded
 	Errors        []string
 }
 
@@ -61,6 +62,7 @@ func (r Report) String() string {
 	add("dropped records", r.Dropped)
 	add("released", r.Released)
 	add("orphans", r.Orphans)
+	add("reaped commands", r.Reaped)
 	add("errors", r.Errors)
 	if len(parts) == 0 {
 		return "nothing to do"
@@ -80,7 +82,8 @@ func (r Report) String() string {
 // container that is not live (created, stopped, unknown, or held by
 // containerd but not described by its shim, which a kill in the middle
 // of a delete leaves) is killed and deleted with its shim. Leaked
-// addresses are released. Run it on a context of its own: it must not be
+// addresses are released. Commands an earlier daemon started through
+// cmd/ and did not see end are ended and their end recorded. Run it on a context of its own: it must not be
 // cut short by a start-up deadline.
 func (c *Controller) Reconcile(ctx context.Context) (Report, error) {
 	var rep Report
@@ -167,6 +170,10 @@ func (c *Controller) reconcileBot(ctx context.Context, b *bot, rep *Report) erro
 		return err
 	}
 	defer b.unlock()
+	// Commands first: a bot restarted below must not meet them.
+	if err := c.reapCmds(ctx, b, rep); err != nil {
+		return err
+	}
 	if err := c.reconcileSnapshots(ctx, b, rep); err != nil {
 		return err
 	}

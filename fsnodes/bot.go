@@ -122,6 +122,7 @@ func (b *botDir) OnAdd(ctx context.Context) {
 	add("skills", &skillsRoot{dataNode{t: b.skills, root: true, fd: -1}}, syscall.S_IFDIR)
 	b.snaps = &snapshotsDir{b: b}
 	add("snapshots", b.snaps, syscall.S_IFDIR)
+	add("cmd", &cmdDir{b: b}, syscall.S_IFDIR)
 }
 
 // invalidate is told, by the watcher, that something changed in the data

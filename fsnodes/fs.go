@@ -83,6 +83,10 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.EACCES
 	case control.KindInterrupted:
 		return syscall.EINTR
+	case control.KindAgain:
+		return syscall.EAGAIN
+	case control.KindBrokenPipe:
+		return syscall.EPIPE
 	}
 	return syscall.EIO
 }

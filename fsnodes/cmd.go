@@ -1,0 +1,163 @@
+package fsnodes
+
+import (
+	"context"
+	"strconv"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/memohfs/memohfs/control"
+	"golang.org/x/sys/unix"
+)
+
+// cmdDir is /M/<bot>/cmd: clone, and a directory per connection
+// (Inferno's cmd(3); control/cmd.go has the rules, cmd_files.go the
+// files).
+//
+//	$ exec 3<>/M/b/cmd/clone; read n <&3
+//	$ echo 'exec sh -c "echo hi; exit 3"' >&3
+//	$ cat /M/b/cmd/$n/data /M/b/cmd/$n/wait
+//	hi
+//	4242 12 exit 3
+type cmdDir struct {
+	fs.Inode
+	b *botDir
+}
+
+var (
+	_ fs.NodeOnAdder   = (*cmdDir)(nil)
+	_ fs.NodeGetattrer = (*cmdDir)(nil)
+	_ fs.NodeLookuper  = (*cmdDir)(nil)
+	_ fs.NodeReaddirer = (*cmdDir)(nil)
+)
+
+func (d *cmdDir) OnAdd(ctx context.Context) {
+	d.AddChild("clone", d.NewPersistentInode(ctx, &cloneFile{b: d.b}, fs.StableAttr{Mode: syscall.S_IFREG}), false)
+}
+
+func (d *cmdDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o700
+	out.Uid = d.b.owner
+	out.SetTimeout(uncached)
+	return 0
+}
+
+// Lookup finds clone, or a connection by number; connections come and go,
+// so no answer is cached.
+func (d *cmdDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if name == "clone" {
+		return lookupStatic(ctx, &d.Inode, name, out, 0)
+	}
+	n, err := strconv.Atoi(name)
+	if err != nil || strconv.Itoa(n) != name || n <= 0 {
+		return nil, syscall.ENOENT
+	}
+	if _, err := d.b.r.c.Cmd(d.b.name, n); err != nil {
+		return nil, errnoOf(err)
+	}
+	out.Mode = syscall.S_IFDIR | 0o700
+	out.Uid = d.b.owner
+	out.SetEntryTimeout(0)
+	out.SetAttrTimeout(0)
+	ino := stableIno("cmd", d.b.id, name)
+	return d.NewInode(ctx, &connDir{b: d.b, n: n}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino}), 0
+}
+
+func (d *cmdDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	ns, err := d.b.r.c.Cmds(d.b.name)
+	if err != nil {
+		return nil, errnoOf(err)
+	}
+	out := []fuse.DirEntry{{Name: "clone", Mode: syscall.S_IFREG}}
+	for _, n := range ns {
+		name := strconv.Itoa(n)
+		out = append(out, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: stableIno("cmd", d.b.id, name)})
+	}
+	return fs.NewListDirStream(out), 0
+}
+
+// connDir is /M/<bot>/cmd/<N>: ctl, data, stderr, wait, status.
+type connDir struct {
+	fs.Inode
+	b *botDir
+	n int
+}
+
+var (
+	_ fs.NodeOnAdder   = (*connDir)(nil)
+	_ fs.NodeGetattrer = (*connDir)(nil)
+	_ fs.NodeLookuper  = (*connDir)(nil)
+)
+
+func (d *connDir) OnAdd(ctx context.Context) {
+	for _, f := range connFiles {
+		d.AddChild(f.name, d.NewPersistentInode(ctx, &connFile{d: d, spec: f}, fs.StableAttr{Mode: syscall.S_IFREG}), false)
+	}
+}
+
+func (d *connDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if _, err := d.conn(); err != nil {
+		return errnoOf(err)
+	}
+	out.Mode = syscall.S_IFDIR | 0o700
+	out.Uid = d.b.owner
+	out.SetTimeout(uncached)
+	return 0
+}
+
+func (d *connDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if _, err := d.conn(); err != nil {
+		return nil, errnoOf(err)
+	}
+	return lookupStatic(ctx, &d.Inode, name, out, 0)
+}
+
+func (d *connDir) conn() (*control.Conn, error) { return d.b.r.c.Cmd(d.b.name, d.n) }
+
+// cloneFile is /M/<bot>/cmd/clone: each open makes a connection and is
+// its ctl (reading it gives the number).
+type cloneFile struct {
+	fs.Inode
+	b *botDir
+}
+
+var (
+	_ fs.NodeOpener    = (*cloneFile)(nil)
+	_ fs.NodeGetattrer = (*cloneFile)(nil)
+	_ fs.NodeSetattrer = (*cloneFile)(nil)
+)
+
+func (f *cloneFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFREG | 0o600
+	out.Uid = f.b.owner
+	out.SetTimeout(uncached)
+	return 0
+}
+
+func (f *cloneFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return f.Getattr(ctx, fh, out)
+}
+
+func (f *cloneFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	uid := uint32(0)
+	if c, ok := fuse.FromContext(ctx); ok {
+		uid = c.Uid
+	}
+	conn, err := f.b.r.c.CmdClone(ctx, f.b.name, uid)
+	if err != nil {
+		return nil, 0, errnoOf(err)
+	}
+	return &connHandle{conn: conn, file: control.FileCtl}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// accessOf reads the access mode.
+func accessOf(flags uint32) (read, write bool) {
+	switch flags & unix.O_ACCMODE {
+	case unix.O_RDONLY:
+		return true, false
+	case unix.O_WRONLY:
+		return false, true
+	}
+	return true, true
+}
