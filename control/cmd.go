@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/memohfs/memohfs/internal/shquote"
 	"github.com/memohfs/memohfs/runtime"
 )
 
@@ -316,7 +317,7 @@ func (k *Conn) Status() string {
 	line("state", string(k.state))
 	line("dir", k.dir)
 	if len(k.argv) > 0 {
-		line("argv", quoteArgs(k.argv))
+		line("argv", shquote.Join(k.argv))
 	}
 	line("uid", strconv.Itoa(int(k.uid)))
 	if k.killOnClose {

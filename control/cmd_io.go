@@ -52,7 +52,16 @@ func (k *Conn) WriteData(ctx context.Context, p []byte) (int, error) {
 	if f == nil {
 		return 0, errorf(KindBrokenPipe, "cmd/%d: stdin is closed", k.N)
 	}
-	n, err := pipeio.Write(ctx, f, p)
+	// A process that ended reads no more: a writer blocked on its full
+	// pipe is let go then (EPIPE), not left to wait for good.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(proc.Ended(), cancel)
+	defer stop()
+	n, err := pipeio.Write(wctx, f, p)
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		return n, errorf(KindBrokenPipe, "cmd/%d: the command has ended", k.N)
+	}
 	return n, k.ioErr(err, "stdin")
 }
 

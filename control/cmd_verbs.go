@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mattn/go-shellwords"
+	"github.com/memohfs/memohfs/internal/shquote"
 	"github.com/memohfs/memohfs/runtime"
 	"github.com/memohfs/memohfs/store"
 )
@@ -205,7 +206,7 @@ func (k *Conn) exec(ctx context.Context, argv []string) error {
 	}
 	// Once begun, it runs to its end (see Controller.Ctl).
 	ctx = context.WithoutCancel(ctx)
-	detail := map[string]any{"n": k.N, "argv": quoteArgs(argv), "dir": spec.Dir, "uid": k.uid}
+	detail := map[string]any{"n": k.N, "argv": shquote.Join(argv), "dir": spec.Dir, "uid": k.uid}
 	if _, err := c.st.StartCmd(ctx, store.Cmd{BotID: b.id(), N: k.N, ExecID: spec.ID, Argv: argv, Dir: spec.Dir, UID: k.uid}, detail); err != nil {
 		undo()
 		return wrap(err, "exec: record")
@@ -272,21 +273,6 @@ func (k *Conn) follow(proc *runtime.Proc) {
 	if open == 0 {
 		k.end(c.life)
 	}
-}
-
-// quoteArgs renders argv as shell words that read back the same.
-func quoteArgs(argv []string) string {
-	out := make([]string, len(argv))
-	for i, a := range argv {
-		if a != "" && strings.IndexFunc(a, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
-		}) < 0 {
-			out[i] = a
-			continue
-		}
-		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(out, " ")
 }
 
 // waitLine is what wait gives: pid, real ms, and how it ended.

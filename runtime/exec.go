@@ -81,15 +81,20 @@ type Proc struct {
 	// no reader would fail.
 	keep *os.File
 
-	done    chan struct{}
-	endLife context.CancelFunc // ends follow's waiting
-	exit    ExitInfo
-	stdinMu sync.Mutex
-	closed  sync.Once
+	done      chan struct{}
+	ended     context.Context // ends with done
+	markEnded context.CancelFunc
+	endLife   context.CancelFunc // ends follow's waiting
+	exit      ExitInfo
+	stdinMu   sync.Mutex
+	closed    sync.Once
 }
 
 // Done is closed when the process has ended (Exit then says how).
 func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Ended is a context that ends with the process.
+func (p *Proc) Ended() context.Context { return p.ended }
 
 // Exit says how the process ended; valid once Done is closed.
 func (p *Proc) Exit() ExitInfo { <-p.done; return p.exit }
@@ -262,6 +267,7 @@ func (c *Containerd) ExecStart(ctx context.Context, bot string, spec ExecSpec) (
 	keep := fifos.dropStandIns()
 	p := &Proc{ID: spec.ID, Pid: proc.Pid(), Stdin: fifos.stdin, Stdout: fifos.stdout, Stderr: fifos.stderr,
 		proc: proc, dir: dir, keep: keep, done: make(chan struct{}), endLife: endLife}
+	p.ended, p.markEnded = context.WithCancel(context.Background())
 	pipeio.Grow(p.Stdout, 1<<20)
 	pipeio.Grow(p.Stderr, 1<<20)
 	if fz := c.freezerOf(ctx, ctr); fz != nil {
@@ -280,6 +286,7 @@ func (c *Containerd) ExecStart(ctx context.Context, bot string, spec ExecSpec) (
 func (p *Proc) follow(life context.Context, endLife context.CancelFunc, statusC <-chan containerd.ExitStatus) {
 	defer endLife()
 	defer close(p.done)
+	defer p.markEnded()
 	for {
 		code, at, err := (<-statusC).Result()
 		if err == nil {

@@ -9,7 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-var execCommand = exec.Command
+var osExecCommand = exec.Command
 
 // TestConfigPrecedence: flag > MEMOHFS_* environment > config file >
 // default, for every serve option.

@@ -26,6 +26,7 @@ func newApp() *cli.App {
 			umountCommand(),
 			doctorCommand(),
 			checkCommand(),
+			execCommand(),
 			versionCommand(),
 			imageCommand(),
 			completionCommand(),

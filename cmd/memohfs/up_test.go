@@ -149,7 +149,7 @@ func TestDoctor(t *testing.T) {
 }
 
 func runBin(bin string, env []string, args ...string) (string, error) {
-	cmd := execCommand(bin, args...)
+	cmd := osExecCommand(bin, args...)
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
