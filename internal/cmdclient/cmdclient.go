@@ -131,7 +131,7 @@ func Run(ctx context.Context, o Options) (int, error) {
 		}
 		// Not waited for: a terminal's stdin may never end.
 		go func() {
-			_, _ = io.CopyBuffer(in, o.Stdin, make([]byte, 256<<10))
+			copyBuf(in, o.Stdin, make([]byte, 256<<10))
 			_ = say("closestdin")
 			in.Close()
 		}()
@@ -143,11 +143,11 @@ func Run(ctx context.Context, o Options) (int, error) {
 	copies.Add(2)
 	go func() {
 		defer copies.Done()
-		_, _ = io.CopyBuffer(o.Stdout, out, make([]byte, 1<<20))
+		copyBuf(o.Stdout, out, make([]byte, 1<<20))
 	}()
 	go func() {
 		defer copies.Done()
-		_, _ = io.CopyBuffer(o.Stderr, errf, make([]byte, 64<<10))
+		copyBuf(o.Stderr, errf, make([]byte, 64<<10))
 	}()
 
 	stopSignals := make(chan struct{})
@@ -181,6 +181,23 @@ func Run(ctx context.Context, o Options) (int, error) {
 	_ = say("kill KILL")
 	copies.Wait()
 	return status(string(line))
+}
+
+// copyBuf copies with buf's size per read. io.CopyBuffer would hand an
+// *os.File destination the source (ReadFrom), which reads 32 KiB at a
+// time: each read of a cmd/ stream is a FUSE round trip.
+func copyBuf(dst io.Writer, src io.Reader, buf []byte) {
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // status reads a wait line: "pid ms exit CODE" or "pid ms signal NAME".

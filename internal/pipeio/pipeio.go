@@ -64,8 +64,49 @@ func Read(ctx context.Context, f *os.File, p []byte) (int, error) {
 		if err != nil || n == len(p) {
 			return n, err
 		}
-		return n + more(f, p[n:]), nil
+		return n + gather(f, p[n:], n), nil
 	}
+}
+
+// gatherAfter and gatherWait shape a stream's reads: a writer that fills
+// the pipe in chunks (containerd's shim copies in 4 KiB) would otherwise
+// wake each read with one chunk, and every read through FUSE costs a
+// round trip. A read that found at least a chunk waits up to gatherWait
+// for the next, until p is full; one that found less (an answer, a
+// prompt) returns at once.
+const (
+	gatherAfter = 4096
+	gatherWait  = 200 * time.Microsecond
+)
+
+// gather reads more into p after got bytes arrived: see gatherAfter.
+func gather(f *os.File, p []byte, got int) int {
+	total := more(f, p)
+	if got+total < gatherAfter {
+		return total
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return total
+	}
+	for total < len(p) {
+		ready := false
+		_ = rc.Control(func(fd uintptr) {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			ts := unix.NsecToTimespec(int64(gatherWait))
+			n, _ := unix.Ppoll(fds, &ts, nil)
+			ready = n > 0 && fds[0].Revents&unix.POLLIN != 0
+		})
+		if !ready {
+			break
+		}
+		n := more(f, p[total:])
+		if n == 0 {
+			break
+		}
+		total += n
+	}
+	return total
 }
 
 // more reads what the pipe holds now, without waiting.
