@@ -26,7 +26,7 @@ func TestShellScenario(t *testing.T) {
 	if len(entries) != 1 || entries[0].Name() != "b1" {
 		t.Fatalf("ls /M: %v", entries)
 	}
-	want := []string{"ctl", "data", "err", "events", "log", "skills", "snapshots", "status"}
+	want := []string{"cmd", "ctl", "data", "err", "events", "log", "skills", "snapshots", "status"}
 	var got []string
 	list, _ := os.ReadDir(s.path("b1"))
 	for _, e := range list {

@@ -436,6 +436,43 @@ func TestHygiene(t *testing.T) {
 			_, err := os.ReadFile(p("skills", "demo", "SKILL.md"))
 			return err
 		}, []string{"skills"}},
+		{"cmd/: a connection each (clone, its ctl, status, close); an exec with its streams every 50th", n, func(i int) error {
+			f, err := os.OpenFile(p("cmd", "clone"), os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			buf := make([]byte, 16)
+			m, err := f.Read(buf)
+			if err != nil {
+				return err
+			}
+			conn := p("cmd", strings.TrimSpace(string(buf[:m])))
+			if i%50 != 0 {
+				if _, err := f.WriteString("dir /tmp\n"); err != nil {
+					return err
+				}
+				st, err := os.ReadFile(filepath.Join(conn, "status"))
+				if err == nil && !strings.Contains(string(st), "\ndir /tmp\n") {
+					err = fmt.Errorf("status: %q", st)
+				}
+				return err
+			}
+			if _, err := f.WriteString("exec sh -c 'echo out; echo err >&2'\n"); err != nil {
+				return err
+			}
+			for name, want := range map[string]string{"data": "out\n", "stderr": "err\n"} {
+				b, err := os.ReadFile(filepath.Join(conn, name))
+				if err != nil || string(b) != want {
+					return fmt.Errorf("%s: %q %v", name, b, err)
+				}
+			}
+			w, err := os.ReadFile(filepath.Join(conn, "wait"))
+			if err == nil && !strings.HasSuffix(string(w), " exit 0\n") {
+				err = fmt.Errorf("wait: %q", w)
+			}
+			return err
+		}, []string{"cmd"}},
 		{"/M listing", n, list(s.mnt), nil},
 		{"bot dir listing", n, list(s.path(bot)), nil},
 		{"data/ file (read, or open read-write and close)", n, func(i int) error {
