@@ -314,9 +314,27 @@ cat $M/b/cmd/$n/data; cat $M/b/cmd/$n/wait`, i))
 // them once they are closed.
 func TestCmdBotStops(t *testing.T) {
 	s, _ := cmdStack(t, fsnodes.Options{})
-	settle := func() (int, int) {
+	// What the connections hold, counted precisely (pools of Postgres
+	// and containerd connections come and go on their own): fds of
+	// their FIFOs, and goroutines in their code.
+	fifoDir := s.rt.Config().FIFODir
+	held := func() (fifos []string, routines []string) {
 		ents, _ := os.ReadDir("/proc/self/fd")
-		return goruntime.NumGoroutine(), len(ents)
+		for _, e := range ents {
+			if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, fifoDir) {
+				fifos = append(fifos, l)
+			}
+		}
+		buf := make([]byte, 8<<20)
+		for _, g := range strings.Split(string(buf[:goruntime.Stack(buf, true)]), "\n\n") {
+			for _, mark := range []string{"control.(*Conn)", "control.(*ring)", "runtime.(*Proc)", "internal/pipeio."} {
+				if strings.Contains(g, mark) {
+					routines = append(routines, g)
+					break
+				}
+			}
+		}
+		return fifos, routines
 	}
 	const n = 8
 	round := func() {
@@ -356,24 +374,23 @@ func TestCmdBotStops(t *testing.T) {
 			return len(ents) == 1
 		})
 	}
-	// The first round fills the daemon's pools (Postgres, containerd
-	// connections); the second must leave nothing beyond them.
 	round()
 	s.mustCtl("b", "start")
 	// No collection meanwhile: an *os.File's finalizer would close an fd
 	// the daemon forgot, and hide it.
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
-	g0, f0 := settle()
 	round()
-	fifos := filepath.Join(s.rt.Config().FIFODir)
-	if ents, err := os.ReadDir(fifos); err != nil || len(ents) != 0 {
-		t.Errorf("FIFO dirs left in %s: %v %v", fifos, ents, err)
+	if ents, err := os.ReadDir(fifoDir); err != nil || len(ents) != 0 {
+		t.Errorf("FIFO dirs left in %s: %v %v", fifoDir, ents, err)
 	}
-	var g, f int
-	testenv.Eventually(t, time.Minute, "goroutines and fds back to where they were", func() bool {
-		g, f = settle()
-		return g <= g0+2 && f <= f0
+	var fifos, routines []string
+	testenv.Eventually(t, time.Minute, "no FIFO fd and no goroutine of a connection left", func() bool {
+		fifos, routines = held()
+		return len(fifos) == 0 && len(routines) == 0
 	})
+	if len(fifos)+len(routines) > 0 {
+		t.Fatalf("held: %v\n%s", fifos, strings.Join(routines, "\n\n"))
+	}
 }
 
 // A read blocked on a command's output returns EINTR when its thread is
