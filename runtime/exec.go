@@ -67,10 +67,8 @@ type Proc struct {
 	ID  string
 	Pid uint32 // on the host
 
-	// Stdin is the write end of the process's stdin (a FIFO, non-blocking:
-	// use pipeio); CloseStdin gives the process end of file.
-	Stdin *os.File
-	// Stdout and Stderr are the read ends of its output (FIFOs, the same).
+	// Stdout and Stderr are the read ends of its output (FIFOs,
+	// non-blocking: use pipeio). StdinFile is the write end of its stdin.
 	Stdout, Stderr *os.File
 
 	proc containerd.Process
@@ -81,47 +79,53 @@ type Proc struct {
 	// no reader would fail.
 	keep *os.File
 
-	done      chan struct{}
-	ended     context.Context // ends with done
+	ended     context.Context // ends when the process has ended (exit is set then)
 	markEnded context.CancelFunc
 	endLife   context.CancelFunc // ends follow's waiting
 	exit      ExitInfo
 	stdinMu   sync.Mutex
+	stdin     *os.File // nil once closed
 	closed    sync.Once
 }
 
-// Done is closed when the process has ended (Exit then says how).
-func (p *Proc) Done() <-chan struct{} { return p.done }
-
-// Ended is a context that ends with the process.
+// Ended is a context that ends with the process (Exit then says how).
 func (p *Proc) Ended() context.Context { return p.ended }
 
-// Exit says how the process ended; valid once Done is closed.
-func (p *Proc) Exit() ExitInfo { <-p.done; return p.exit }
+// Exit says how the process ended, once it has.
+func (p *Proc) Exit() ExitInfo { <-p.ended.Done(); return p.exit }
 
 // CloseStdin gives the process end of file on its stdin: the shim sees
 // it once every writer of the FIFO is gone, ours and its own (CloseIO).
 func (p *Proc) CloseStdin() error {
-	p.stdinMu.Lock()
-	defer p.stdinMu.Unlock()
-	if p.Stdin == nil {
+	if !p.dropStdin() {
 		return nil
 	}
-	err := p.Stdin.Close()
-	p.Stdin = nil
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if cerr := p.proc.CloseIO(ctx, containerd.WithStdinCloser); cerr != nil && !errdefs.IsNotFound(cerr) {
-		err = errors.Join(err, fmt.Errorf("close stdin of exec %s: %w", p.ID, cerr))
+	if err := p.proc.CloseIO(ctx, containerd.WithStdinCloser); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("close stdin of exec %s: %w", p.ID, err)
 	}
-	return err
+	return nil
 }
 
-// StdinFile is the stdin FIFO, nil once closed.
+// dropStdin closes our end of the stdin FIFO; false if it was closed.
+func (p *Proc) dropStdin() bool {
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	if p.stdin == nil {
+		return false
+	}
+	p.stdin.Close()
+	p.stdin = nil
+	return true
+}
+
+// StdinFile is the write end of the process's stdin FIFO, nil once
+// closed.
 func (p *Proc) StdinFile() *os.File {
 	p.stdinMu.Lock()
 	defer p.stdinMu.Unlock()
-	return p.Stdin
+	return p.stdin
 }
 
 // Signal sends sig to every process of the tree the command started,
@@ -135,19 +139,6 @@ func (p *Proc) Signal(ctx context.Context, sig syscall.Signal) error {
 		return nil
 	}
 	return err
-}
-
-// Alive says whether any process of the tree is left.
-func (p *Proc) Alive() bool {
-	if p.tree != nil {
-		return p.tree.alive()
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
 }
 
 // Close ends what is left of the tree, deletes the process from
@@ -165,7 +156,7 @@ func (p *Proc) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("delete exec %s: %w", p.ID, derr))
 		}
 		p.endLife()
-		_ = p.CloseStdin()
+		p.dropStdin() // the process is gone: no CloseIO
 		p.keep.Close()
 		p.Stdout.Close()
 		p.Stderr.Close()
@@ -265,8 +256,8 @@ func (c *Containerd) ExecStart(ctx context.Context, bot string, spec ExecSpec) (
 	// The shim holds its output ends now: let go of the stand-ins that
 	// kept the FIFOs from reading end of file before it came.
 	keep := fifos.dropStandIns()
-	p := &Proc{ID: spec.ID, Pid: proc.Pid(), Stdin: fifos.stdin, Stdout: fifos.stdout, Stderr: fifos.stderr,
-		proc: proc, dir: dir, keep: keep, done: make(chan struct{}), endLife: endLife}
+	p := &Proc{ID: spec.ID, Pid: proc.Pid(), stdin: fifos.stdin, Stdout: fifos.stdout, Stderr: fifos.stderr,
+		proc: proc, dir: dir, keep: keep, endLife: endLife}
 	p.ended, p.markEnded = context.WithCancel(context.Background())
 	pipeio.Grow(p.Stdout, 1<<20)
 	pipeio.Grow(p.Stderr, 1<<20)
@@ -285,7 +276,6 @@ func (c *Containerd) ExecStart(ctx context.Context, bot string, spec ExecSpec) (
 // containerd broke is taken up again from the process's status.
 func (p *Proc) follow(life context.Context, endLife context.CancelFunc, statusC <-chan containerd.ExitStatus) {
 	defer endLife()
-	defer close(p.done)
 	defer p.markEnded()
 	for {
 		code, at, err := (<-statusC).Result()
