@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/memohfs/memohfs/internal/shquote"
@@ -242,7 +243,7 @@ func (k *Conn) end(ctx context.Context) {
 	proc, state, open := k.proc, k.state, k.opens
 	k.mu.Unlock()
 	if proc != nil && (state == ConnRunning || open == 0) {
-		if err := proc.Signal(context.WithoutCancel(ctx), sigKill); err != nil {
+		if err := proc.Signal(context.WithoutCancel(ctx), syscall.SIGKILL); err != nil {
 			k.c.log.Warn("cmd: kill", "bot", k.b.name, "n", k.N, "err", err)
 		}
 	}
@@ -280,8 +281,8 @@ func (k *Conn) remove() {
 	t.mu.Unlock()
 }
 
-// endAll ends every connection of the bot (the controller closing, the
-// bot deleted): their processes are killed and their ends recorded.
+// endAllConns ends the processes of every connection of the bot (the
+// controller closing): they are killed and their ends recorded.
 func (c *Controller) endAllConns(ctx context.Context, b *bot) {
 	t := b.connTable()
 	t.mu.Lock()
@@ -297,7 +298,7 @@ func (c *Controller) endAllConns(ctx context.Context, b *bot) {
 		if proc == nil {
 			continue
 		}
-		_ = proc.Signal(ctx, sigKill)
+		_ = proc.Signal(ctx, syscall.SIGKILL)
 		select {
 		case <-k.ended:
 		case <-ctx.Done():

@@ -25,9 +25,8 @@ import (
 //	$ echo 'exec go test ./...' >&3
 //	$ cat /M/b/cmd/$n/data
 type connVerb struct {
-	name  string
-	usage string
-	// before: only before exec; after: only once it ran.
+	name     string
+	usage    string
 	min, max int // argument counts; max -1: any
 	run      func(k *Conn, ctx context.Context, args []string) error
 }
@@ -41,16 +40,13 @@ var connVerbs = []connVerb{
 	{"closestdin", "closestdin: end of file on its stdin", 0, 0, (*Conn).closeStdin},
 }
 
-var sigKill = syscall.SIGKILL
-
-// ConnHelp lists the verbs, what reading a connection's ctl... (clone
-// gives the number instead).
-func ConnHelp() string {
-	var sb strings.Builder
-	for _, v := range connVerbs {
-		sb.WriteString(v.usage + "\n")
+// verbNames lists the verbs, for an unknown one's error.
+func verbNames() string {
+	names := make([]string, len(connVerbs))
+	for i, v := range connVerbs {
+		names[i] = v.name
 	}
-	return sb.String()
+	return strings.Join(names, ", ")
 }
 
 // Ctl runs the verbs written to the connection's ctl, one per line, and
@@ -86,7 +82,7 @@ func (k *Conn) ctlLine(ctx context.Context, line string) error {
 		}
 	}
 	if v == nil {
-		return errorf(KindInvalid, "unknown verb %q; the verbs are: dir, env, exec, kill, killonclose, closestdin", name)
+		return errorf(KindInvalid, "unknown verb %q; the verbs are: %s", name, verbNames())
 	}
 	p := shellwords.NewParser()
 	args, err := p.Parse(rest)
@@ -160,7 +156,7 @@ func (k *Conn) closeStdin(context.Context, []string) error {
 }
 
 func (k *Conn) kill(ctx context.Context, args []string) error {
-	sig := sigKill
+	sig := syscall.SIGKILL
 	if len(args) == 1 {
 		s, err := runtime.ParseSignal(args[0])
 		if err != nil {
