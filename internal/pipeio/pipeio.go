@@ -43,8 +43,10 @@ func Read(ctx context.Context, f *os.File, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if n := more(f, p); n > 0 {
+	if n, ended := more(f, p); ended || n == len(p) {
 		return n, nil
+	} else if n > 0 {
+		return n + gather(f, p[n:], n), nil
 	}
 	readWaits.Add(1)
 	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(past) })
@@ -81,7 +83,7 @@ const (
 
 // gather reads more into p after got bytes arrived: see gatherAfter.
 func gather(f *os.File, p []byte, got int) int {
-	total := more(f, p)
+	total, _ := more(f, p)
 	if got+total < gatherAfter {
 		return total
 	}
@@ -100,7 +102,7 @@ func gather(f *os.File, p []byte, got int) int {
 		if !ready {
 			break
 		}
-		n := more(f, p[total:])
+		n, _ := more(f, p[total:])
 		if n == 0 {
 			break
 		}
@@ -109,16 +111,19 @@ func gather(f *os.File, p []byte, got int) int {
 	return total
 }
 
-// more reads what the pipe holds now, without waiting.
-func more(f *os.File, p []byte) int {
+// more reads what the pipe holds now, without waiting; ended: it met end
+// of file (or the file is unusable: the blocking read says why).
+func more(f *os.File, p []byte) (total int, ended bool) {
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return 0
+		return 0, false
 	}
-	total := 0
 	_ = rc.Read(func(fd uintptr) bool {
 		for total < len(p) {
 			n, err := unix.Read(int(fd), p[total:])
+			if n == 0 && err == nil {
+				ended = true
+			}
 			if n <= 0 || err != nil {
 				break
 			}
@@ -126,7 +131,7 @@ func more(f *os.File, p []byte) int {
 		}
 		return true // never wait
 	})
-	return total
+	return total, ended
 }
 
 // Write writes all of p, waiting while the pipe is full (the reader's
