@@ -221,19 +221,9 @@ func TestCmdBadInput(t *testing.T) {
 	}
 }
 
-// readEvents reads a bot's events so far (O_NONBLOCK: no waiting at the end).
+// readEvents reads a bot's events so far.
 func readEvents(t *testing.T, s *stack, bot string) string {
-	t.Helper()
-	f, err := os.OpenFile(s.path(bot, "events"), os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return testenv.ReadNow(t, s.path(bot, "events"))
 }
 
 // The per-bot limit: EAGAIN with a reason; a closed connection frees its

@@ -203,20 +203,9 @@ func waitBounded(t *testing.T, cmd *exec.Cmd, d time.Duration) error {
 	}
 }
 
-// readEvents reads a bot's events so far (opened O_NONBLOCK: end of file
-// at the end instead of waiting for the next).
+// readEvents reads a bot's events so far.
 func readEvents(t *testing.T, mnt, bot string) string {
-	t.Helper()
-	f, err := os.OpenFile(filepath.Join(mnt, bot, "events"), os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return testenv.ReadNow(t, filepath.Join(mnt, bot, "events"))
 }
 
 // TestExecKill9: a daemon killed with connections open; the next up

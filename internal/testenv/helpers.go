@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"io"
+	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -29,4 +31,20 @@ func AsUser(uid uint32, mnt, script string) (string, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// ReadNow reads a memohfs file opened O_NONBLOCK: what it has now, with
+// end of file where a blocking reader would wait (events).
+func ReadNow(t testing.TB, path string) string {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
