@@ -170,9 +170,12 @@ func (c *Controller) reconcileBot(ctx context.Context, b *bot, rep *Report) erro
 		return err
 	}
 	defer b.unlock()
-	// Commands first: a bot restarted below must not meet them.
+	// Commands first: a bot restarted below must not meet them. One
+	// that cannot be ended now is tried again until it is: its record
+	// must not stay open.
 	if err := c.reapCmds(ctx, b, rep); err != nil {
-		return err
+		rep.Errors = append(rep.Errors, b.name+": "+err.Error())
+		c.reapLater(b)
 	}
 	if err := c.reconcileSnapshots(ctx, b, rep); err != nil {
 		return err

@@ -239,9 +239,13 @@ func TestExecKill9(t *testing.T) {
 		c.Wait() // their mount is gone: they end
 	}
 	d = startUp(t, state, mnt)
-	testenv.Eventually(t, 2*time.Minute, "three exits recorded as reaped", func() bool {
-		return strings.Count(readEvents(t, mnt, "k"), "reaped=true") == 3
+	reaped := func() bool { return strings.Count(readEvents(t, mnt, "k"), "reaped=true") == 3 }
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("events:\n%s\nlog:\n%s", readEvents(t, mnt, "k"), embedded.Tail(d.log, 60))
+		}
 	})
+	testenv.Eventually(t, 2*time.Minute, "three exits recorded as reaped", reaped)
 	if ps := psIn(t, mnt, "k"); strings.Contains(ps, "sleep 2001") {
 		t.Fatalf("left in the bot after the reap:\n%s\n%s", ps, embedded.Tail(d.log, 20))
 	}
