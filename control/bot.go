@@ -8,20 +8,6 @@ import (
 	"github.com/memohfs/memohfs/store"
 )
 
-// State is what status calls a bot's state.
-type State string
-
-const (
-	StateCreated      State = "created"
-	StateStarting     State = "starting"
-	StateRunning      State = "running"
-	StateStopping     State = "stopping"
-	StateStopped      State = "stopped"
-	StateSnapshotting State = "snapshotting"
-	StateRestoring    State = "restoring"
-	StateError        State = "error"
-)
-
 // bot is the live state of one bot. Operations on it take op (one at a
 // time: a second ctl write waits); mu guards the fields, briefly.
 type bot struct {
@@ -30,7 +16,7 @@ type bot struct {
 
 	mu       sync.Mutex
 	rec      store.Bot // the record as last written
-	state    State
+	state    store.State
 	pid      int
 	ip       string
 	exit     *int
@@ -54,7 +40,7 @@ func newBot(rec store.Bot) *bot {
 func (b *bot) load(rec store.Bot) {
 	b.rec = rec
 	c := rec.Container
-	b.state = State(c.State)
+	b.state = c.State
 	b.pid, b.ip, b.exit = c.Pid, c.IP, c.ExitCode
 	b.started, b.stopped = c.Started, c.Stopped
 	if c.Error != "" && b.lastErr == "" {
@@ -82,14 +68,14 @@ func (b *bot) lock(ctx context.Context) error {
 
 func (b *bot) unlock() { b.op <- struct{}{} }
 
-func (b *bot) setState(s State) {
+func (b *bot) setState(s store.State) {
 	b.mu.Lock()
 	b.state = s
 	b.gen++
 	b.mu.Unlock()
 }
 
-func (b *bot) getState() State {
+func (b *bot) getState() store.State {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.state

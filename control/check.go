@@ -200,7 +200,7 @@ func (ck checker) bot(ctx context.Context, name string, problem func(string, ...
 	if running != (rec.Container.State == store.StateRunning) {
 		problem("bot %s: task %s, but Postgres records %s", name, taskWord(running), rec.Container.State)
 	}
-	if running != (live == StateRunning) {
+	if running != (live == store.StateRunning) {
 		problem("bot %s: task %s, but status says %s", name, taskWord(running), live)
 	}
 	if running && ti.Pid != uint32(status.Pid) {

@@ -196,11 +196,11 @@ func (k *Conn) exec(ctx context.Context, argv []string) error {
 		k.execID, k.argv = "", nil
 		k.mu.Unlock()
 	}
-	if st := b.getState(); st != StateRunning {
+	if st := b.getState(); st != store.StateRunning {
 		undo()
 		return errorf(KindBusy, "bot %q is %s: exec needs it running (write start to its ctl)", b.name, st)
 	}
-	// Once begun, it runs to its end (see Controller.Ctl).
+	// Once begun, it runs to its end (see Controller.operate).
 	ctx = context.WithoutCancel(ctx)
 	detail := map[string]any{"n": k.N, "argv": shquote.Join(argv), "dir": spec.Dir, "uid": k.uid}
 	if _, err := c.st.StartCmd(ctx, store.Cmd{BotID: b.id(), N: k.N, ExecID: spec.ID, Argv: argv, Dir: spec.Dir, UID: k.uid}, detail); err != nil {

@@ -135,7 +135,7 @@ func New(ctx context.Context, rt runtime.Runtime, st *store.Store, opts Options)
 		// Live pid and address of what runs; what does not run although
 		// recorded as running is Reconcile's to settle (it may restart it).
 		if ti, err := rt.Task(ctx, rec.Name); err == nil && (ti.State == runtime.TaskRunning || ti.State == runtime.TaskPaused) {
-			b.setLive(StateRunning, int(ti.Pid), ti.IP)
+			b.setLive(store.StateRunning, int(ti.Pid), ti.IP)
 		}
 	}
 	lctx, cancel := context.WithCancel(context.Background())
@@ -270,7 +270,7 @@ func (c *Controller) Create(ctx context.Context, name string, owner uint32) erro
 		delete(c.pending, name)
 		c.mu.Unlock()
 	}()
-	ctx = context.WithoutCancel(ctx) // runs to its end (see Ctl)
+	ctx = context.WithoutCancel(ctx) // runs to its end (see operate)
 
 	if err := c.reachable(ctx); err != nil {
 		return err
@@ -356,28 +356,14 @@ func removeFreshDataDir(dir string) {
 // at any step leaves either the bot with its record (Reconcile finishes
 // the delete it began) or its data in the trash.
 func (c *Controller) Delete(ctx context.Context, name string) error {
-	b, err := c.get(name)
-	if err != nil {
-		return err
-	}
-	if err := b.lock(ctx); err != nil {
-		return err
-	}
-	defer b.unlock()
-	// Once begun, an operation runs to its end: an interrupt of the
-	// caller (any signal, even Go's preemption SIGURG, makes the kernel
-	// send FUSE_INTERRUPT) must not cut a CNI plugin or a snapshot off
-	// half way. Only the wait for the lock above is interruptible.
-	ctx = context.WithoutCancel(ctx)
+	return c.operate(ctx, name, nil, c.delete)
+}
+
+func (c *Controller) delete(ctx context.Context, b *bot) error {
+	name := b.name
 	switch st := b.getState(); st {
-	case StateRunning, StateStarting, StateStopping, StateSnapshotting, StateRestoring:
-		err := errorf(KindBusy, "rmdir: bot %q is %s: stop it first", name, st)
-		b.setErr(err.Error())
-		return err
-	}
-	if err := c.reachable(ctx); err != nil {
-		b.setErr(err.Error())
-		return err
+	case store.StateRunning, store.StateStarting, store.StateStopping, store.StateSnapshotting, store.StateRestoring:
+		return errorf(KindBusy, "rmdir: bot %q is %s: stop it first", name, st)
 	}
 	id := b.id()
 	// The intent goes first: a crash from here on leaves a record that
@@ -399,7 +385,7 @@ func (c *Controller) Delete(ctx context.Context, name string) error {
 		return errCrashed
 	}
 	if _, err := os.Lstat(c.DataDir(name)); err == nil || !errors.Is(err, os.ErrNotExist) {
-		b.setState(StateError)
+		b.setState(store.StateError)
 		return wrap(errors.Join(terr, err), "delete bot "+name+": its container is gone, but its data could not be moved to "+trash+"; rmdir again")
 	}
 	// The data is gone: the bot is no longer served, and its name stays
@@ -563,37 +549,59 @@ func (c *Controller) reachable(ctx context.Context) error {
 }
 
 // Ctl runs one ctl write: its verbs in order, stopping at the first
-// error. The bot's err file gets the reason (and is cleared by success).
+// error.
 func (c *Controller) Ctl(ctx context.Context, name, text string) error {
+	var cmds []Command
+	return c.operate(ctx, name, func() (err error) {
+		cmds, err = ParseCtl(text)
+		return err
+	}, func(ctx context.Context, b *bot) error {
+		for _, cmd := range cmds {
+			if err := cmd.v.run(c, ctx, b, cmd.Args); err != nil {
+				return wrap(err, cmd.String())
+			}
+		}
+		return nil
+	})
+}
+
+// operate is the one way into an operation on a bot (a ctl write, rmdir,
+// mkdir or rmdir in snapshots/): check runs first (bad input fails at
+// once, without waiting); then the bot's lock is taken, one operation at
+// a time, and run runs with Postgres known reachable. The bot's err file
+// gets the reason of any failure of check, the reachability test or run,
+// and is cleared by success. The wait for the lock is the only step an
+// interrupt ends (its error is the caller's, not the bot's, and leaves
+// err alone).
+//
+// Once begun, an operation runs to its end: an interrupt of the caller
+// (any signal, even Go's preemption SIGURG, makes the kernel send
+// FUSE_INTERRUPT) must not cut a CNI plugin or a snapshot off half way,
+// so run gets a context that is not cancelled.
+func (c *Controller) operate(ctx context.Context, name string, check func() error, run func(ctx context.Context, b *bot) error) error {
 	b, err := c.get(name)
 	if err != nil {
 		return err
 	}
-	cmds, err := ParseCtl(text)
-	if err != nil {
-		b.setErr(err.Error())
-		return err
+	if check != nil {
+		if err := check(); err != nil {
+			b.setErr(err.Error())
+			return err
+		}
 	}
 	if err := b.lock(ctx); err != nil {
 		return err
 	}
 	defer b.unlock()
-	// Once begun, an operation runs to its end: an interrupt of the
-	// caller (any signal, even Go's preemption SIGURG, makes the kernel
-	// send FUSE_INTERRUPT) must not cut a CNI plugin or a snapshot off
-	// half way. Only the wait for the lock above is interruptible.
 	ctx = context.WithoutCancel(ctx)
-	if err := c.reachable(ctx); err != nil {
+	err = c.reachable(ctx)
+	if err == nil {
+		err = run(ctx, b)
+	}
+	if err != nil {
 		b.setErr(err.Error())
-		return err
+	} else {
+		b.setErr("")
 	}
-	for _, cmd := range cmds {
-		if err := cmd.v.run(c, ctx, b, cmd.Args); err != nil {
-			err = wrap(err, cmd.String())
-			b.setErr(err.Error())
-			return err
-		}
-	}
-	b.setErr("")
-	return nil
+	return err
 }

@@ -10,9 +10,9 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
-	"github.com/memohfs/memohfs/control"
 	"github.com/memohfs/memohfs/internal/testenv"
 	"github.com/memohfs/memohfs/runtime"
+	"github.com/memohfs/memohfs/store"
 )
 
 // halfMade leaves containerd holding a task of the bot that its shim no
@@ -107,7 +107,7 @@ func TestLeftoverTasks(t *testing.T) {
 	}
 	for _, b := range []string{"down", "up"} {
 		r.ctl(b, "start")
-		if st, err := r.c.Status(b); err != nil || st.State != control.StateRunning {
+		if st, err := r.c.Status(b); err != nil || st.State != store.StateRunning {
 			t.Fatalf("%s after start: %+v %v", b, st, err)
 		}
 		r.ctl(b, "stop 1")

@@ -25,10 +25,10 @@ func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 // made again (on its old rootfs when that survived).
 func (c *Controller) start(ctx context.Context, b *bot) error {
 	prev := b.getState()
-	if prev == StateRunning {
+	if prev == store.StateRunning {
 		return nil
 	}
-	b.setState(StateStarting)
+	b.setState(store.StateStarting)
 	ti, err := c.rt.Start(ctx, b.name)
 	if errdefs.IsNotFound(err) {
 		if err = c.recreate(ctx, b); err == nil {
@@ -48,7 +48,7 @@ func (c *Controller) start(ctx context.Context, b *bot) error {
 		defer cancel()
 		if _, serr := c.rt.Stop(dctx, b.name, c.opts.StopGrace); serr != nil {
 			c.log.Error("undo an unrecorded start", "bot", b.name, "err", serr)
-			b.setLive(StateError, 0, "")
+			b.setLive(store.StateError, 0, "")
 		} else {
 			b.setLive(prev, 0, "")
 		}
@@ -83,7 +83,7 @@ func (c *Controller) recreate(ctx context.Context, b *bot) error {
 // not run is a no-op.
 func (c *Controller) stop(ctx context.Context, b *bot, grace time.Duration) error {
 	switch b.getState() {
-	case StateCreated, StateStopped:
+	case store.StateCreated, store.StateStopped:
 		// Nothing runs, but a task a crash left half made may hold a
 		// shim that nothing else would end (the runtime logs what it
 		// ends).
@@ -92,7 +92,7 @@ func (c *Controller) stop(ctx context.Context, b *bot, grace time.Duration) erro
 		}
 		return nil
 	}
-	b.setState(StateStopping)
+	b.setState(store.StateStopping)
 	ti, err := c.rt.Stop(ctx, b.name, grace)
 	if err != nil && !errdefs.IsNotFound(err) {
 		return c.failed(ctx, b, "stop", err)
@@ -110,7 +110,7 @@ func (c *Controller) stop(ctx context.Context, b *bot, grace time.Duration) erro
 	})
 	if err != nil {
 		b.mu.Lock()
-		b.state, b.pid, b.ip, b.exit = StateStopped, 0, "", exit
+		b.state, b.pid, b.ip, b.exit = store.StateStopped, 0, "", exit
 		b.gen++
 		gen := b.gen
 		b.mu.Unlock()
@@ -129,7 +129,7 @@ func (c *Controller) stop(ctx context.Context, b *bot, grace time.Duration) erro
 // that if it can, and returns the operation's error.
 func (c *Controller) failed(ctx context.Context, b *bot, op string, opErr error) error {
 	err := wrap(opErr, "")
-	b.setLive(StateError, 0, "")
+	b.setLive(store.StateError, 0, "")
 	dctx, cancel := detached(ctx)
 	defer cancel()
 	rec, serr := c.st.SetState(dctx, b.id(), store.StateChange{
@@ -143,7 +143,7 @@ func (c *Controller) failed(ctx context.Context, b *bot, op string, opErr error)
 	return err
 }
 
-func (b *bot) setLive(s State, pid int, ip string) {
+func (b *bot) setLive(s store.State, pid int, ip string) {
 	b.mu.Lock()
 	b.state, b.pid, b.ip = s, pid, ip
 	b.gen++
@@ -188,7 +188,7 @@ func (c *Controller) refreshRunning(ctx context.Context) {
 	c.mu.RLock()
 	var running []*bot
 	for _, b := range c.bots {
-		if b.getState() == StateRunning {
+		if b.getState() == store.StateRunning {
 			running = append(running, b)
 		}
 	}
@@ -210,12 +210,12 @@ func (c *Controller) refreshTask(ctx context.Context, b *bot) {
 	b.mu.Unlock()
 	switch {
 	case ti.State == runtime.TaskRunning || ti.State == runtime.TaskPaused:
-		if state != StateRunning || pid != int(ti.Pid) {
+		if state != store.StateRunning || pid != int(ti.Pid) {
 			b.mu.Lock()
-			b.state, b.pid, b.ip = StateRunning, int(ti.Pid), ti.IP
+			b.state, b.pid, b.ip = store.StateRunning, int(ti.Pid), ti.IP
 			b.mu.Unlock()
 		}
-	case state == StateRunning && (ti.State == runtime.TaskStopped || ti.State == runtime.TaskNone):
+	case state == store.StateRunning && (ti.State == runtime.TaskStopped || ti.State == runtime.TaskNone):
 		// Only a task known to be over: one the shim cannot say of now
 		// (unknown, under load) or one made again is not stopped for it.
 		at := ti.ExitedAt
@@ -237,12 +237,12 @@ func (c *Controller) onExit(name string, pid uint32, code int, at time.Time) {
 		return
 	}
 	b.mu.Lock()
-	if b.state != StateRunning || b.pid != int(pid) {
+	if b.state != store.StateRunning || b.pid != int(pid) {
 		b.mu.Unlock()
 		return // an operation is stopping it, or an older task
 	}
 	t := at.UTC()
-	b.state, b.pid, b.ip, b.exit, b.stopped = StateStopped, 0, "", &code, &t
+	b.state, b.pid, b.ip, b.exit, b.stopped = store.StateStopped, 0, "", &code, &t
 	b.gen++
 	gen := b.gen
 	b.mu.Unlock()
@@ -338,7 +338,7 @@ func (c *Controller) exitedDuringOp(ctx context.Context, b *bot, ti runtime.Task
 	}
 	b.mu.Lock()
 	pid := b.pid
-	b.state, b.pid, b.ip, b.exit = StateStopped, 0, "", &code
+	b.state, b.pid, b.ip, b.exit = store.StateStopped, 0, "", &code
 	b.gen++
 	b.mu.Unlock()
 	rec, err := c.st.SetState(ctx, b.id(), store.StateChange{

@@ -159,7 +159,7 @@ func (c *Controller) reconcileBot(ctx context.Context, b *bot, rep *Report) erro
 	id := b.id()
 	if last, err := c.st.LastEvent(ctx, id); err == nil && last.Type == "delete" {
 		// A delete a crash interrupted: finish it.
-		b.setLive(StateStopped, 0, "")
+		b.setLive(store.StateStopped, 0, "")
 		if err := c.Delete(ctx, b.name); err != nil {
 			return wrap(err, "finish delete")
 		}
@@ -236,7 +236,7 @@ func (c *Controller) reconcileBot(ctx context.Context, b *bot, rep *Report) erro
 	if err != nil {
 		return wrap(err, "task")
 	}
-	recorded := store.State(rec.Container.State)
+	recorded := rec.Container.State
 	switch {
 	case ti.State == runtime.TaskRunning || ti.State == runtime.TaskPaused:
 		if recorded != store.StateRunning || rec.Container.Pid != int(ti.Pid) || rec.Container.IP != ti.IP {
@@ -248,11 +248,11 @@ func (c *Controller) reconcileBot(ctx context.Context, b *bot, rep *Report) erro
 			b.apply(r)
 			rep.Corrected = append(rep.Corrected, b.name+" running")
 		} else {
-			b.setLive(StateRunning, int(ti.Pid), ti.IP)
+			b.setLive(store.StateRunning, int(ti.Pid), ti.IP)
 		}
 	case recorded == store.StateRunning || recorded == store.StateStarting || recorded == store.StateStopping:
 		if rec.Container.AutoStart {
-			b.setLive(StateStopped, 0, "")
+			b.setLive(store.StateStopped, 0, "")
 			if err := c.start(ctx, b); err != nil {
 				return wrap(err, "restart (auto_start)")
 			}
@@ -290,7 +290,7 @@ func (c *Controller) reconcileBot(ctx context.Context, b *bot, rep *Report) erro
 				return wrap(err, "clean up the dead task")
 			}
 		}
-		b.setLive(State(recorded), 0, "")
+		b.setLive(recorded, 0, "")
 	}
 	// A task containerd holds but cannot describe (a kill cut a delete
 	// off between containerd and its shim) reads as none above, refuses

@@ -161,8 +161,8 @@ func TestReconcileDrift(t *testing.T) {
 		t.Errorf("errors: %v", rep.Errors)
 	}
 	// States now.
-	want := map[string]control.State{"gone": control.StateStopped, "killed": control.StateStopped,
-		"auto": control.StateRunning, "steady": control.StateRunning}
+	want := map[string]store.State{"gone": store.StateStopped, "killed": store.StateStopped,
+		"auto": store.StateRunning, "steady": store.StateRunning}
 	for b, w := range want {
 		st, err := r.c.Status(b)
 		if err != nil || st.State != w {
@@ -172,7 +172,7 @@ func TestReconcileDrift(t *testing.T) {
 			t.Errorf("%s lost its snapshot: %+v", b, st)
 		}
 		rec, _ := r.st.GetBot(ctx, b)
-		if control.State(rec.Container.State) != w {
+		if rec.Container.State != w {
 			t.Errorf("%s recorded as %s, want %s", b, rec.Container.State, w)
 		}
 	}

@@ -73,8 +73,8 @@ func (c *Controller) Snapshots(ctx context.Context, name string) ([]SnapshotInfo
 	return out, nil
 }
 
-// Snapshot describes one snapshot of the bot.
-func (c *Controller) Snapshot(ctx context.Context, name, snap string) (SnapshotInfo, error) {
+// DescribeSnapshot describes one snapshot of the bot.
+func (c *Controller) DescribeSnapshot(ctx context.Context, name, snap string) (SnapshotInfo, error) {
 	b, err := c.get(name)
 	if err != nil {
 		return SnapshotInfo{}, err
@@ -102,7 +102,7 @@ func snapshotInfo(r store.Snapshot, all []store.Snapshot) SnapshotInfo {
 
 // SnapshotData is the directory holding the snapshot's copy of data/.
 func (c *Controller) SnapshotData(ctx context.Context, name, snap string) (string, error) {
-	info, err := c.Snapshot(ctx, name, snap)
+	info, err := c.DescribeSnapshot(ctx, name, snap)
 	if err != nil {
 		return "", err
 	}
@@ -115,7 +115,7 @@ func (c *Controller) SnapshotData(ctx context.Context, name, snap string) (strin
 // SnapshotRootfs mounts (once) a read-only view of the snapshot's rootfs
 // and returns its directory.
 func (c *Controller) SnapshotRootfs(ctx context.Context, name, snap string) (string, error) {
-	if _, err := c.Snapshot(ctx, name, snap); err != nil {
+	if _, err := c.DescribeSnapshot(ctx, name, snap); err != nil {
 		return "", err
 	}
 	dir, err := c.rt.MountSnapshot(ctx, name, snap)
@@ -124,32 +124,18 @@ func (c *Controller) SnapshotRootfs(ctx context.Context, name, snap string) (str
 
 // TakeSnapshot takes a snapshot named snap (mkdir snapshots/NAME).
 func (c *Controller) TakeSnapshot(ctx context.Context, name, snap string) error {
-	b, err := c.get(name)
-	if err != nil {
+	return c.operate(ctx, name, nil, func(ctx context.Context, b *bot) error {
+		_, err := c.takeSnapshot(ctx, b, snap, sourceManual)
 		return err
-	}
-	if err := b.lock(ctx); err != nil {
-		return err
-	}
-	defer b.unlock()
-	// Once begun, an operation runs to its end: an interrupt of the
-	// caller (any signal, even Go's preemption SIGURG, makes the kernel
-	// send FUSE_INTERRUPT) must not cut a CNI plugin or a snapshot off
-	// half way. Only the wait for the lock above is interruptible.
-	ctx = context.WithoutCancel(ctx)
-	if err := c.reachable(ctx); err != nil {
-		return err
-	}
-	_, err = c.snapshot(ctx, b, snap, sourceManual)
-	return err
+	})
 }
 
-// snapshot takes a live snapshot of the rootfs and data/ at one instant:
+// takeSnapshot takes a live snapshot of the rootfs and data/ at one instant:
 // the task is paused while the rootfs diff is taken and the data files
 // changed since the previous snapshot are copied (the rest are hard links
 // to that snapshot's copy). It is recorded, with its version and event, in
 // one transaction; if that fails the snapshot is removed again.
-func (c *Controller) snapshot(ctx context.Context, b *bot, snap, source string) (store.Snapshot, error) {
+func (c *Controller) takeSnapshot(ctx context.Context, b *bot, snap, source string) (store.Snapshot, error) {
 	if snap != "" && !runtime.ValidSnapshotName(snap) {
 		return store.Snapshot{}, errorf(KindInvalid, "snapshot name %q: want 1 to 128 of A-Z a-z 0-9 . _ -, starting with a letter or digit", truncate(snap, 80))
 	}
@@ -179,7 +165,7 @@ func (c *Controller) snapshot(ctx context.Context, b *bot, snap, source string) 
 	defer os.RemoveAll(tmp)
 
 	prev := b.getState()
-	b.setState(StateSnapshotting)
+	b.setState(store.StateSnapshotting)
 	// data/ is copied beside the rootfs: while the bot runs, then what
 	// changed since with it frozen. Unchanged files are links to the
 	// previous snapshot's copy.
@@ -247,8 +233,8 @@ func (c *Controller) snapshot(ctx context.Context, b *bot, snap, source string) 
 
 // settle puts a bot back in the state it had before an operation that
 // paused it, unless its task ended meanwhile.
-func (c *Controller) settle(ctx context.Context, b *bot, prev State) {
-	if prev != StateRunning {
+func (c *Controller) settle(ctx context.Context, b *bot, prev store.State) {
+	if prev != store.StateRunning {
 		b.setState(prev)
 		return
 	}
@@ -258,7 +244,7 @@ func (c *Controller) settle(ctx context.Context, b *bot, prev State) {
 		c.exitedDuringOp(ctx, b, ti)
 		return
 	}
-	b.setState(StateRunning)
+	b.setState(store.StateRunning)
 }
 
 // previousCopy finds the newest snapshot with a data copy and manifest.
@@ -281,22 +267,17 @@ func (c *Controller) previousCopy(ctx context.Context, id string) (string, trees
 
 // DropSnapshot drops a snapshot (rmdir snapshots/NAME).
 func (c *Controller) DropSnapshot(ctx context.Context, name, snap string) error {
-	b, err := c.get(name)
-	if err != nil {
-		return err
-	}
-	if !runtime.ValidSnapshotName(snap) {
-		return errorf(KindNotFound, "snapshot %q: no such snapshot", truncate(snap, 80))
-	}
-	if err := b.lock(ctx); err != nil {
-		return err
-	}
-	defer b.unlock()
-	// Once begun, an operation runs to its end: an interrupt of the
-	// caller (any signal, even Go's preemption SIGURG, makes the kernel
-	// send FUSE_INTERRUPT) must not cut a CNI plugin or a snapshot off
-	// half way. Only the wait for the lock above is interruptible.
-	ctx = context.WithoutCancel(ctx)
+	return c.operate(ctx, name, func() error {
+		if !runtime.ValidSnapshotName(snap) {
+			return errorf(KindNotFound, "snapshot %q: no such snapshot", truncate(snap, 80))
+		}
+		return nil
+	}, func(ctx context.Context, b *bot) error {
+		return c.dropSnapshot(ctx, b, snap)
+	})
+}
+
+func (c *Controller) dropSnapshot(ctx context.Context, b *bot, snap string) error {
 	rec, err := c.st.GetSnapshot(ctx, b.id(), snap)
 	if err != nil {
 		return wrap(err, "snapshot "+snap)
@@ -342,7 +323,7 @@ func (c *Controller) restore(ctx context.Context, b *bot, snap string) error {
 	if err != nil {
 		return wrap(err, "restore")
 	}
-	if _, err := c.snapshot(ctx, b, "pre-restore-"+strconv.Itoa(v), sourcePreRestore); err != nil {
+	if _, err := c.takeSnapshot(ctx, b, "pre-restore-"+strconv.Itoa(v), sourcePreRestore); err != nil {
 		return wrap(err, "restore: the pre-restore snapshot failed, nothing was changed")
 	}
 	// Copy the snapshot's data while the bot still runs.
@@ -354,19 +335,19 @@ func (c *Controller) restore(ctx context.Context, b *bot, snap string) error {
 	}
 	defer os.RemoveAll(staged)
 
-	wasRunning := b.getState() == StateRunning
+	wasRunning := b.getState() == store.StateRunning
 	if err := c.stop(ctx, b, c.opts.StopGrace); err != nil {
 		return wrap(err, "restore")
 	}
-	b.setState(StateRestoring)
+	b.setState(store.StateRestoring)
 	info, err := c.rt.Restore(ctx, b.name, snap)
 	if err != nil {
-		b.setState(StateStopped)
+		b.setState(store.StateStopped)
 		return wrap(err, "restore rootfs")
 	}
 	if err := c.st.SetRootfs(ctx, b.id(), info.RootfsKey, &store.Event{Type: "restore",
 		Payload: map[string]any{"name": snap, "version": target.Version}}); err != nil {
-		b.setState(StateError)
+		b.setState(store.StateError)
 		return wrap(err, "restore: the rootfs is back to "+snap+" but that could not be recorded")
 	}
 	b.mu.Lock()
@@ -375,12 +356,12 @@ func (c *Controller) restore(ctx context.Context, b *bot, snap string) error {
 	c.notify(DataReplacing, b.name)
 	if err := swapDirs(staged, live); err != nil {
 		c.notify(DataReplaced, b.name)
-		b.setState(StateError)
+		b.setState(store.StateError)
 		return wrap(err, "restore: the rootfs is back to "+snap+" but data/ could not be swapped in")
 	}
 	// staged now holds the replaced data; pre-restore-<v> keeps a copy.
 	c.notify(DataReplaced, b.name)
-	b.setState(StateStopped)
+	b.setState(store.StateStopped)
 	b.eventsRecorded()
 	if wasRunning {
 		return c.start(ctx, b)

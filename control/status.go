@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/memohfs/memohfs/store"
 )
 
 // Status is the live state of a bot, as the status file shows it.
@@ -12,7 +14,7 @@ type Status struct {
 	Name        string
 	ID          string
 	Owner       uint32
-	State       State
+	State       store.State
 	Pid         int
 	IP          string
 	Image       string
@@ -114,7 +116,7 @@ func ParseStatus(text string) (Status, error) {
 		case "id":
 			s.ID = v
 		case "state":
-			s.State = State(v)
+			s.State = store.State(v)
 		case "pid":
 			s.Pid, err = num()
 		case "ip":

@@ -48,7 +48,7 @@ var verbs = []verb{
 			if len(args) == 1 {
 				name = args[0]
 			}
-			_, err := c.snapshot(ctx, b, name, sourceManual)
+			_, err := c.takeSnapshot(ctx, b, name, sourceManual)
 			return err
 		}},
 	{"autostart", 1, 1, "autostart on|off", "start the bot again when memohfs starts and finds it stopped",

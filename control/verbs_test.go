@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/memohfs/memohfs/store"
 )
 
 func TestParseCtl(t *testing.T) {
@@ -88,7 +90,7 @@ func TestHelpListsEveryVerb(t *testing.T) {
 func TestStatusString(t *testing.T) {
 	code := 137
 	created := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
-	s := Status{Name: "b", ID: "id-1", State: StateStopped, Image: "img", Container: "memohfs-b",
+	s := Status{Name: "b", ID: "id-1", State: store.StateStopped, Image: "img", Container: "memohfs-b",
 		Snapshotter: "overlayfs", Created: created, Exit: &code, Snapshots: 2, Version: 3}
 	want := "name b\nid id-1\nstate stopped\npid -\nip -\nimage img\ncontainer memohfs-b\nsnapshotter overlayfs\n" +
 		"created 2026-11-26T10:00:00Z\nstarted -\nstopped -\nexit 137\nsnapshots 2\nversion 3\n"
@@ -97,7 +99,7 @@ func TestStatusString(t *testing.T) {
 	}
 	// It reads back.
 	started := created.Add(time.Minute)
-	s.State, s.Pid, s.IP, s.Started = StateRunning, 42, "10.0.0.2", &started
+	s.State, s.Pid, s.IP, s.Started = store.StateRunning, 42, "10.0.0.2", &started
 	back, err := ParseStatus(s.String())
 	if err != nil || back.String() != s.String() {
 		t.Fatalf("read back %+v (%v) from\n%s", back, err, s)

@@ -458,6 +458,6 @@ func (r *Root) startBinds(mnt string) {
 	}
 }
 
-// DataPath says how bot name's data/ is served: "bind" (the kernel) or
+// dataPath says how bot name's data/ is served: "bind" (the kernel) or
 // "fuse".
-func (r *Root) DataPath(name string) string { return r.bound.Load().mode(name) }
+func (r *Root) dataPath(name string) string { return r.bound.Load().mode(name) }

@@ -107,7 +107,7 @@ func (b *botDir) OnAdd(ctx context.Context) {
 	add("status", &textFile{owner: b.owner, render: func(context.Context) ([]byte, error) {
 		st, err := c.Status(name)
 		// How data/ is served here: the kernel (a bind) or FUSE.
-		return []byte(st.String() + "data-path " + b.r.DataPath(name) + "\n"), err
+		return []byte(st.String() + "data-path " + b.r.dataPath(name) + "\n"), err
 	}}, syscall.S_IFREG)
 	add("err", &textFile{owner: b.owner, render: func(context.Context) ([]byte, error) {
 		msg, err := c.LastError(name)

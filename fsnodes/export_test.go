@@ -1,4 +1,4 @@
 package fsnodes
 
 // ACLAsks is how often the kernel asked for /M's access ACL.
-func ACLAsks(r *Root) int64 { return r.aclAsks.Load() }
+func ACLAsks(m *Mounted) int64 { return m.root.aclAsks.Load() }

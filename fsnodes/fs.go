@@ -103,22 +103,39 @@ func stableIno(parts ...string) uint64 {
 	return h.Sum64()&(1<<62-1) | 1<<62
 }
 
-// Server is a mounted memohfs: go-fuse's server, and its mount point.
-type Server struct {
-	*fuse.Server
-	dir string
+// Mounted is a served memohfs mount: go-fuse's server, the tree it
+// serves and its mount point, as one value. Unmount ends all three in
+// the order they need.
+//
+//	m, err := fsnodes.Mount("/memoh", ctl, fsnodes.Options{})
+//	...
+//	defer m.Unmount()
+type Mounted struct {
+	server *fuse.Server
+	root   *Root
+	dir    string
 	// Replaced says what was on the mount point before: nothing, or a
 	// stale mount replaced (mount.MountFUSE).
 	Replaced mount.Replaced
 }
 
-// Unmount unmounts the mount (retried a few times while the kernel still
-// counts it busy) and waits for the server to stop.
-func (s *Server) Unmount() error {
+// Stop ends what blocks the unmount: blocked readers of events, log and
+// cmd/ streams are answered, the data/ binds and watchers let go. The
+// mount stays; Unmount (or mount.Serve, which calls Stop first) takes it
+// down. Safe to call more than once.
+func (m *Mounted) Stop() { m.root.close() }
+
+// Wait returns once the server has stopped serving (mount.Waiter).
+func (m *Mounted) Wait() { m.server.Wait() }
+
+// Unmount stops the tree (Stop), unmounts the mount (retried a few times
+// while the kernel still counts it busy) and waits for the server to end.
+func (m *Mounted) Unmount() error {
+	m.Stop()
 	var err error
 	for try, delay := 0, 5*time.Millisecond; try < 5; try, delay = try+1, 2*delay {
-		if err = syscall.Unmount(s.dir, unix.UMOUNT_NOFOLLOW); err == nil {
-			s.Wait()
+		if err = syscall.Unmount(m.dir, unix.UMOUNT_NOFOLLOW); err == nil {
+			m.server.Wait()
 			return nil
 		}
 		if err != syscall.EBUSY {
@@ -129,10 +146,21 @@ func (s *Server) Unmount() error {
 	return err
 }
 
+// DataIO says how data/ file I/O goes: "passthrough" (the kernel reads
+// and writes the host file itself) or "fuse (why)".
+func (m *Mounted) DataIO() string { return m.root.dataIO }
+
+// DataPath says how a bot's data/ is served now: "bind" or "fuse (why)".
+func (m *Mounted) DataPath(bot string) string { return m.root.dataPath(bot) }
+
+// WatchOverflows counts the times the watcher of a bot's data dir lost
+// events (the kernel's queue overflowed) and rescanned.
+func (m *Mounted) WatchOverflows(bot string) int { return m.root.watchOverflows(bot) }
+
 // Mount serves the controller's bots at dir until the server is
 // unmounted. A stale mount on dir (a memohfs before this one died) is
 // replaced without dir ever being bare (mount.MountFUSE).
-func Mount(dir string, c *control.Controller, o Options) (*Server, *Root, error) {
+func Mount(dir string, c *control.Controller, o Options) (*Mounted, error) {
 	if o.EntryTimeout == 0 {
 		o.EntryTimeout = time.Second
 	}
@@ -193,14 +221,14 @@ func Mount(dir string, c *control.Controller, o Options) (*Server, *Root, error)
 	f, err := mount.NewFUSE(dir, mo)
 	if err != nil {
 		root.close()
-		return nil, nil, err
+		return nil, err
 	}
 	server, err := fuse.NewServer(raw, f.DevPath(), &opts.MountOptions)
 	if err != nil {
 		f.Close()
 		unix.Close(f.Dev)
 		root.close()
-		return nil, nil, err
+		return nil, err
 	}
 	go server.Serve()
 	how, err := f.Attach()
@@ -208,21 +236,20 @@ func Mount(dir string, c *control.Controller, o Options) (*Server, *Root, error)
 		// Never attached, the filesystem is gone with its last mount fd,
 		// and the kernel ends the connection: the server stops.
 		root.close()
-		return nil, nil, err
+		return nil, err
 	}
-	s := &Server{Server: server, dir: dir, Replaced: how}
+	m := &Mounted{server: server, root: root, dir: dir, Replaced: how}
 	raw.dontMask.Store(server.KernelSettings().Flags64()&fuse.CAP_DONT_MASK != 0)
 	root.dataIO = probeDataIO(server, o.NoPassthrough)
 	o.Logger.Info("data/ file I/O", "mode", root.dataIO)
 	// Private: the binds under the mount reach no other namespace (a
 	// mount attached under a shared one is made shared).
 	if err := mount.Private(dir, o.FollowSymlinks); err != nil {
-		s.Unmount()
-		root.close()
-		return nil, nil, err
+		m.Unmount()
+		return nil, err
 	}
 	root.startBinds(dir)
-	return s, root, nil
+	return m, nil
 }
 
 // probeDataIO says how data/ file I/O goes: "passthrough" (the kernel
@@ -248,9 +275,6 @@ func probeDataIO(server *fuse.Server, disabled bool) string {
 	server.UnregisterBackingFd(id)
 	return "passthrough"
 }
-
-// DataIO says how data/ file I/O goes: "passthrough" or "fuse (why)".
-func (r *Root) DataIO() string { return r.dataIO }
 
 // ctxBackground is used for work a notification starts outside any
 // request.

@@ -28,7 +28,7 @@ type stack struct {
 	c    *control.Controller
 	mnt  string
 	root string // data root
-	fs   *fsnodes.Root
+	fs   *fsnodes.Mounted
 	// binds: data/ is bound over its FUSE node (fsnodes.Options.DataBinds)
 	binds bool
 }
@@ -66,14 +66,13 @@ func newStackOn(t *testing.T, opts fsnodes.Options) *stack {
 	}
 	t.Cleanup(s.c.Close)
 	t.Cleanup(func() { rt.UnmountAll(context.Background()) })
-	server, root, err := fsnodes.Mount(s.mnt, s.c, opts)
+	m, err := fsnodes.Mount(s.mnt, s.c, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.fs = root
+	s.fs = m
 	t.Cleanup(func() {
-		root.Close() // ends blocked event readers first
-		if err := server.Unmount(); err != nil {
+		if err := m.Unmount(); err != nil {
 			t.Errorf("unmount: %v", err)
 			testenv.AbortFUSE(s.mnt)
 		}

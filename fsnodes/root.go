@@ -176,10 +176,6 @@ func (r *Root) close() {
 	r.watch.close()
 }
 
-// Close stops the root's background work and ends reads waiting for
-// events (they return end-of-file), so the mount can be unmounted.
-func (r *Root) Close() { r.close() }
-
 // Getattr: /M is 1777, like /tmp: anyone may mkdir a bot (it is then
 // theirs, 0700), only its owner or root may rmdir it (the sticky bit).
 func (r *Root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {

@@ -36,7 +36,7 @@ func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryO
 	if e := tooLong(name); e != 0 {
 		return nil, e
 	}
-	info, err := d.b.r.c.Snapshot(ctx, d.b.name, name)
+	info, err := d.b.r.c.DescribeSnapshot(ctx, d.b.name, name)
 	if err != nil {
 		noNegative(out)
 		return nil, errnoOf(err)
@@ -171,7 +171,7 @@ func (s *snapDir) OnAdd(ctx context.Context) {
 		s.AddChild(n, s.NewPersistentInode(ctx, node, fs.StableAttr{Mode: mode}), false)
 	}
 	add("info", &textFile{owner: s.d.b.owner, render: func(ctx context.Context) ([]byte, error) {
-		info, err := c.Snapshot(ctx, bot, name)
+		info, err := c.DescribeSnapshot(ctx, bot, name)
 		return []byte(info.String()), err
 	}}, syscall.S_IFREG)
 	add("rootfs", &dataNode{t: s.rootfs, root: true, fd: -1}, syscall.S_IFDIR)

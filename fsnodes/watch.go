@@ -127,10 +127,10 @@ func mkdirBeneath(base int, name string, mode uint32) error {
 	return unix.Mkdirat(base, name, mode)
 }
 
-// WatchOverflows says how often the watcher of bot's data dir lost events
+// watchOverflows says how often the watcher of bot's data dir lost events
 // (its inotify queue overflowed) and dropped what the kernel cached of the
 // dir: 0 for a bot whose data/ is not watched (a bind serves it).
-func (r *Root) WatchOverflows(bot string) int {
+func (r *Root) watchOverflows(bot string) int {
 	st, _ := r.watch.stats(r.c.DataDir(bot))
 	return st.Overflows
 }

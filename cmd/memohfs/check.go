@@ -90,7 +90,7 @@ func runCheck(ctx context.Context, o serveOptions) (control.CheckReport, error) 
 			return control.Status{}, err
 		}
 		// Without a mount, status is what Postgres says.
-		return control.Status{Name: name, State: control.State(rec.Container.State), Pid: rec.Container.Pid, Snapshots: rec.Snapshots}, nil
+		return control.Status{Name: name, State: rec.Container.State, Pid: rec.Container.Pid, Snapshots: rec.Snapshots}, nil
 	}
 	if o.Mount != "" {
 		served = func() []string {

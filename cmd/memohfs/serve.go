@@ -175,12 +175,12 @@ func serve(ctx context.Context, o serveOptions, logs *logging, reload func()) er
 	}
 	defer ctl.Close()
 
-	server, root, err := fsnodes.Mount(o.Mount, ctl, fsnodes.Options{AllowOther: o.AllowOther, Debug: o.DebugFUSE, Logger: log,
+	m, err := fsnodes.Mount(o.Mount, ctl, fsnodes.Options{AllowOther: o.AllowOther, Debug: o.DebugFUSE, Logger: log,
 		DataBinds: o.DataBinds, FollowSymlinks: o.FollowSymlinks})
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", o.Mount, err)
 	}
-	switch server.Replaced {
+	switch m.Replaced {
 	case mount.Beneath:
 		log.Warn("replaced a stale mount (a memohfs before this one died) from beneath", "mount", o.Mount)
 	case mount.Cleared:
@@ -199,10 +199,10 @@ func serve(ctx context.Context, o serveOptions, logs *logging, reload func()) er
 		}
 	}()
 
-	mode, err := mount.Serve(ctx, server, o.Mount, mount.ServeOptions{
-		Stopping: root.Close, Reload: reload, Logger: log, Signals: o.Signals,
+	mode, err := mount.Serve(ctx, m, o.Mount, mount.ServeOptions{
+		Stopping: m.Stop, Reload: reload, Logger: log, Signals: o.Signals,
 	})
-	root.Close()
+	m.Stop()
 	stopReconcile()
 	<-reconciled
 	if err != nil {
@@ -225,7 +225,7 @@ func stopAll(ctl *control.Controller, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, b := range ctl.Bots() {
-		if st, err := ctl.Status(b.Name); err == nil && st.State == control.StateRunning {
+		if st, err := ctl.Status(b.Name); err == nil && st.State == store.StateRunning {
 			if err := ctl.Ctl(ctx, b.Name, "stop"); err != nil {
 				log.Error("stop on exit", "bot", b.Name, "err", err)
 			} else {

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/memohfs/memohfs/control"
 	"github.com/memohfs/memohfs/runtime"
+	"github.com/memohfs/memohfs/store"
 )
 
 // TestConcurrentWriters: 100 writers issue random verbs on 10 bots at once.
@@ -82,7 +82,7 @@ func TestConcurrentWriters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if (st.State == control.StateRunning) != (ti.State == runtime.TaskRunning) {
+		if (st.State == store.StateRunning) != (ti.State == runtime.TaskRunning) {
 			t.Errorf("%s: status %s, task %s", bot, st.State, ti.State)
 		}
 		if err := validSequence(eventTypes(t, s, bot)); err != nil {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/memohfs/memohfs/control"
 	"github.com/memohfs/memohfs/internal/testenv"
+	"github.com/memohfs/memohfs/store"
 )
 
 // TestContainerdRestart restarts containerd under running bots while ctl
@@ -93,7 +93,7 @@ func TestContainerdRestart(t *testing.T) {
 	t.Logf("%d writes during the restart, %d failed with a reason", len(outcomes), failed)
 
 	// The bot that was left alone ran on, same task.
-	if got := s.status("keep"); got.State != control.StateRunning || got.Pid != keep.Pid {
+	if got := s.status("keep"); got.State != store.StateRunning || got.Pid != keep.Pid {
 		t.Fatalf("keep after the restart: %+v (pid was %d)", got, keep.Pid)
 	}
 	if err := syscall.Kill(keep.Pid, 0); err != nil {
@@ -102,9 +102,9 @@ func TestContainerdRestart(t *testing.T) {
 	// Events flow again: a task killed now shows stopped.
 	must(t, syscall.Kill(keep.Pid, syscall.SIGKILL))
 	waitFor(t, 5*time.Second, "an exit after the restart shows in status", func() bool {
-		return s.status("keep").State == control.StateStopped
+		return s.status("keep").State == store.StateStopped
 	})
-	if s.status("busy").State == control.StateRunning {
+	if s.status("busy").State == store.StateRunning {
 		s.mustCtl("busy", "stop")
 	}
 	waitFor(t, 10*time.Second, "check after the restart", func() bool {

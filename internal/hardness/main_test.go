@@ -41,7 +41,7 @@ type stack struct {
 	cfg  runtime.Config
 	st   *store.Store
 	c    *control.Controller
-	fs   *fsnodes.Root
+	fs   *fsnodes.Mounted
 	mnt  string
 	root string // data root
 }
@@ -85,14 +85,13 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	t.Cleanup(s.c.Close)
 	t.Cleanup(func() { rt.UnmountAll(context.Background()) })
 	o.FS.DataBinds = testenv.DataBinds() // the suites run on both paths
-	server, root, err := fsnodes.Mount(s.mnt, s.c, o.FS)
+	m, err := fsnodes.Mount(s.mnt, s.c, o.FS)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.fs = root
+	s.fs = m
 	t.Cleanup(func() {
-		root.Close()
-		if err := server.Unmount(); err != nil {
+		if err := m.Unmount(); err != nil {
 			t.Errorf("unmount: %v", err)
 			testenv.AbortFUSE(s.mnt)
 		}

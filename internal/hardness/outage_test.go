@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/memohfs/memohfs/control"
 	"github.com/memohfs/memohfs/internal/testenv"
 	"github.com/memohfs/memohfs/runtime"
+	"github.com/memohfs/memohfs/store"
 )
 
 // TestPostgresOutage: with Postgres stopped, data/ keeps working and
@@ -41,7 +41,7 @@ func TestPostgresOutage(t *testing.T) {
 		}
 		must(t, os.Rename(p, p+".moved"))
 	}
-	if got := s.status("up1"); got.State != control.StateRunning || got.Pid != up1.Pid {
+	if got := s.status("up1"); got.State != store.StateRunning || got.Pid != up1.Pid {
 		t.Fatalf("status during the outage: %+v", got)
 	}
 
@@ -75,7 +75,7 @@ func TestPostgresOutage(t *testing.T) {
 	dies := s.status("dies")
 	must(t, syscall.Kill(dies.Pid, syscall.SIGKILL))
 	waitFor(t, 5*time.Second, "status of a bot killed during the outage", func() bool {
-		return s.status("dies").State == control.StateStopped
+		return s.status("dies").State == store.StateStopped
 	})
 
 	// Nothing changed in the runtime.
