@@ -280,7 +280,7 @@ func (n *dataNode) openDir(ctx context.Context) (int, syscall.Errno) {
 
 var _ fs.NodeOpendirHandler = (*dataNode)(nil)
 
-func (n *dataNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+func (n *dataNode) OpendirHandle(ctx context.Context, _ uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	fd, errno := n.openDir(ctx)
 	if errno != 0 {
 		return nil, 0, errno
@@ -297,7 +297,7 @@ func (n *dataNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHand
 	}
 	// The kernel may cache the listing: changes through the mount drop
 	// it, the watcher drops it for changes behind the mount.
-	flags = 0
+	var flags uint32
 	if !n.t.noCache(n.t.rel(n.EmbeddedInode())) {
 		flags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 	}

@@ -234,6 +234,7 @@ func (t *tree) keep(n *dataNode, fd int) {
 			t.byID = map[fs.StableAttr]*dataNode{}
 		}
 		t.byID[n.id] = n
+		//lint:ignore SA1019 OnForget says when the kernel let go; only Forgotten says whether a lookup took it back since.
 		if other != nil && other.Forgotten() {
 			// A node made while n was being forgotten and revived, which
 			// the kernel never took: its fd goes.
@@ -256,6 +257,7 @@ func (t *tree) keep(n *dataNode, fd int) {
 func (t *tree) forget(n *dataNode) {
 	t.idMu.Lock()
 	defer t.idMu.Unlock()
+	//lint:ignore SA1019 OnForget says when the kernel let go; only Forgotten says whether a lookup took it back since.
 	if !n.Forgotten() {
 		return
 	}

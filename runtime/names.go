@@ -68,7 +68,6 @@ func BotOf(containerID string) string {
 func snapKey(bot, name string) string  { return "memohfs/" + bot + "/snap/" + name }
 func activeKey(bot, gen string) string { return "memohfs/" + bot + "/active/" + gen }
 func applyKey(bot, gen string) string  { return "memohfs/" + bot + "/apply/" + gen }
-func botKeyPrefix(bot string) string   { return "memohfs/" + bot + "/" }
 func snapNameOf(bot, key string) string {
 	name, ok := strings.CutPrefix(key, "memohfs/"+bot+"/snap/")
 	if !ok {

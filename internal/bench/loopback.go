@@ -29,8 +29,8 @@ func serveLoopback(args []string) {
 		os.Exit(1)
 	}
 	// fs.Mount's defaults for nil options, spelled out.
-	oneSec := time.Second
-	opts := &fs.Options{EntryTimeout: &oneSec, AttrTimeout: &oneSec,
+	second := time.Second
+	opts := &fs.Options{EntryTimeout: &second, AttrTimeout: &second,
 		MountOptions: fuse.MountOptions{MaxBackground: 12, AllowOther: true}}
 	server, err := fs.Mount(args[1], root, opts)
 	if err != nil {

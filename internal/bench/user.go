@@ -46,7 +46,7 @@ func createAs(args []string) {
 	root := args[0]
 	n, err := strconv.Atoi(args[1])
 	if err == nil && n < 1 {
-		err = errors.New("N must be at least 1")
+		err = errors.New("the file count N must be at least 1")
 	}
 	if err == nil && os.Geteuid() == 0 {
 		err = errors.New("run as root: the row is for a non-root user")
