@@ -54,12 +54,12 @@ func mountsUnder(t *testing.T, dir string) map[string]string {
 //	... /memoh/b/data rw,nosuid,nodev,nosymfollow ...
 func TestDataBind(t *testing.T) {
 	s := newStackOn(t, fsnodes.Options{AllowOther: true, DataBinds: true})
-	s.mkbot("b")
-	data := s.path("b", "data")
-	host := filepath.Join(s.root, "bots", "b")
-	opts, ok := mountsUnder(t, s.mnt)[data]
+	s.Mkbot("b")
+	data := s.Path("b", "data")
+	host := filepath.Join(s.Root, "bots", "b")
+	opts, ok := mountsUnder(t, s.Mnt)[data]
 	if !ok {
-		t.Fatalf("no mount on %s: %v", data, mountsUnder(t, s.mnt))
+		t.Fatalf("no mount on %s: %v", data, mountsUnder(t, s.Mnt))
 	}
 	for _, o := range []string{"nosuid", "nodev", "nosymfollow"} {
 		if !strings.Contains(opts, o) {
@@ -72,19 +72,19 @@ func TestDataBind(t *testing.T) {
 	if a.Dev != b.Dev || a.Ino != b.Ino {
 		t.Fatalf("data/ is %d:%d, the host data dir %d:%d", a.Dev, a.Ino, b.Dev, b.Ino)
 	}
-	if m := mountsUnder(t, s.mnt)[s.mnt]; !strings.Contains(m, "nosymfollow") {
+	if m := mountsUnder(t, s.Mnt)[s.Mnt]; !strings.Contains(m, "nosymfollow") {
 		t.Errorf("the FUSE mount itself is not nosymfollow: %q", m)
 	}
 
 	// inotify on data/ hears a write made inside the bot.
-	s.mustCtl("b", "start")
+	s.MustCtl("b", "start")
 	in, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	must(t, err)
 	defer unix.Close(in)
 	if _, err := unix.InotifyAddWatch(in, data, unix.IN_CLOSE_WRITE|unix.IN_CREATE); err != nil {
 		t.Fatal(err)
 	}
-	if out, code := s.exec("b", "sh", "-c", "echo hi > /data/from-bot"); code != 0 {
+	if out, code := s.Exec("b", "sh", "-c", "echo hi > /data/from-bot"); code != 0 {
 		t.Fatalf("write in the bot: %d %s", code, out)
 	}
 	eventually(t, time.Minute, "an inotify event for the bot's write", func() bool {
@@ -96,27 +96,27 @@ func TestDataBind(t *testing.T) {
 	// Restore: the same path shows the restored files, through one bind
 	// of the dir that is live now.
 	must(t, os.WriteFile(filepath.Join(data, "v"), []byte("1\n"), 0o644))
-	s.mustCtl("b", "snapshot s1")
+	s.MustCtl("b", "snapshot s1")
 	must(t, os.WriteFile(filepath.Join(data, "v"), []byte("2\n"), 0o644))
-	s.mustCtl("b", "restore s1")
+	s.MustCtl("b", "restore s1")
 	eventually(t, time.Minute, "data/ bound over the restored dir", func() bool {
 		var a, b syscall.Stat_t
 		return syscall.Stat(data, &a) == nil && syscall.Stat(host, &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino
 	})
-	if got := s.read("b", "data", "v"); got != "1\n" {
+	if got := s.Read("b", "data", "v"); got != "1\n" {
 		t.Errorf("after restore, data/v is %q, want 1", got)
 	}
-	if opts := mountsUnder(t, s.mnt)[data]; strings.Contains(opts, "+") {
+	if opts := mountsUnder(t, s.Mnt)[data]; strings.Contains(opts, "+") {
 		t.Errorf("binds stacked on data/ after restore: %q", opts)
 	}
-	if n := len(mountsUnder(t, s.mnt)); n != 2 {
-		t.Errorf("%d mounts under the mount after restore, want the mount and one bind: %v", n, mountsUnder(t, s.mnt))
+	if n := len(mountsUnder(t, s.Mnt)); n != 2 {
+		t.Errorf("%d mounts under the mount after restore, want the mount and one bind: %v", n, mountsUnder(t, s.Mnt))
 	}
 
 	// rmdir leaves no bind.
-	s.mustCtl("b", "stop")
-	must(t, os.Remove(s.path("b")))
-	if m := mountsUnder(t, s.mnt); len(m) != 1 {
+	s.MustCtl("b", "stop")
+	must(t, os.Remove(s.Path("b")))
+	if m := mountsUnder(t, s.Mnt); len(m) != 1 {
 		t.Errorf("mounts left after rmdir: %v", m)
 	}
 }
@@ -127,11 +127,11 @@ func TestDataBind(t *testing.T) {
 // the escape suites expect ELOOP: issue 11.)
 func TestSymlinkWalkLoops(t *testing.T) {
 	s := newStackOn(t, fsnodes.Options{AllowOther: true, DataBinds: true})
-	s.mkbot("l")
-	if !s.bound("l") {
+	s.Mkbot("l")
+	if !s.Bound("l") {
 		t.Fatal("data/ is not bound")
 	}
-	host := filepath.Join(s.root, "bots", "l")
+	host := filepath.Join(s.Root, "bots", "l")
 	must(t, os.Mkdir(filepath.Join(host, "real"), 0o755))
 	must(t, os.WriteFile(filepath.Join(host, "real", "f"), []byte("x"), 0o644))
 	must(t, os.Symlink("/etc", filepath.Join(host, "etc")))
@@ -139,17 +139,17 @@ func TestSymlinkWalkLoops(t *testing.T) {
 	for _, p := range []string{"etc/passwd", "rel/f"} {
 		var err error
 		eventually(t, time.Minute, p+" seen", func() bool {
-			_, err = os.Stat(s.path("l", "data", p))
+			_, err = os.Stat(s.Path("l", "data", p))
 			return !errors.Is(err, syscall.ENOENT)
 		})
 		if !errors.Is(err, syscall.ELOOP) {
 			t.Errorf("stat data/%s: %v, want ELOOP", p, err)
 		}
 	}
-	if target, err := os.Readlink(s.path("l", "data", "etc")); err != nil || target != "/etc" {
+	if target, err := os.Readlink(s.Path("l", "data", "etc")); err != nil || target != "/etc" {
 		t.Errorf("readlink: %q %v", target, err)
 	}
-	if _, err := os.ReadFile(s.path("l", "data", "real", "f")); err != nil {
+	if _, err := os.ReadFile(s.Path("l", "data", "real", "f")); err != nil {
 		t.Errorf("a plain path: %v", err)
 	}
 }
@@ -166,17 +166,17 @@ func TestSymlinkWalkLoops(t *testing.T) {
 //	... /memoh/b/snapshots/s1/rootfs ro,nosuid,nodev,nosymfollow ...
 func TestSnapshotViewBinds(t *testing.T) {
 	s := newStackOn(t, fsnodes.Options{AllowOther: true, DataBinds: true})
-	s.mkbot("v")
-	host := filepath.Join(s.root, "bots", "v")
+	s.Mkbot("v")
+	host := filepath.Join(s.Root, "bots", "v")
 	must(t, os.WriteFile(filepath.Join(host, "f"), []byte("one\n"), 0o644))
 	must(t, os.Symlink("/etc", filepath.Join(host, "etc")))
-	s.mustCtl("v", "snapshot s1")
+	s.MustCtl("v", "snapshot s1")
 	must(t, os.WriteFile(filepath.Join(host, "f"), []byte("two\n"), 0o644))
 
 	var mnt syscall.Stat_t
-	must(t, syscall.Stat(s.mnt, &mnt))
+	must(t, syscall.Stat(s.Mnt, &mnt))
 	views := func(snap string) (string, string) {
-		return s.path("v", "snapshots", snap, "data"), s.path("v", "snapshots", snap, "rootfs")
+		return s.Path("v", "snapshots", snap, "data"), s.Path("v", "snapshots", snap, "rootfs")
 	}
 	data, rootfs := views("s1")
 	for _, p := range []string{data, rootfs} {
@@ -187,7 +187,7 @@ func TestSnapshotViewBinds(t *testing.T) {
 	waitMounted := func(what string, paths ...string) {
 		t.Helper()
 		eventually(t, time.Minute, what, func() bool {
-			m := mountsUnder(t, s.mnt)
+			m := mountsUnder(t, s.Mnt)
 			for _, p := range paths {
 				if _, ok := m[p]; !ok {
 					return false
@@ -197,7 +197,7 @@ func TestSnapshotViewBinds(t *testing.T) {
 		})
 	}
 	waitMounted("both views of s1 bound", data, rootfs)
-	m := mountsUnder(t, s.mnt)
+	m := mountsUnder(t, s.Mnt)
 	for _, p := range []string{data, rootfs} {
 		for _, o := range []string{"ro", "nosuid", "nodev", "nosymfollow"} {
 			if !strings.Contains(","+m[p]+",", ","+o+",") {
@@ -213,7 +213,7 @@ func TestSnapshotViewBinds(t *testing.T) {
 			t.Errorf("%s is still the FUSE node", p)
 		}
 	}
-	want, err := s.c.SnapshotData(t.Context(), "v", "s1")
+	want, err := s.Control.SnapshotData(t.Context(), "v", "s1")
 	must(t, err)
 	var a, b syscall.Stat_t
 	must(t, syscall.Stat(data, &a))
@@ -251,7 +251,7 @@ func TestSnapshotViewBinds(t *testing.T) {
 	if len(viewMounts("s1")) < 3 {
 		t.Fatalf("want the host's rootfs view and two binds of s1: %v", viewMounts("s1"))
 	}
-	must(t, os.Remove(s.path("v", "snapshots", "s1")))
+	must(t, os.Remove(s.Path("v", "snapshots", "s1")))
 	if left := viewMounts("s1"); len(left) > 0 {
 		t.Errorf("mounts of s1 left after its drop: %v", left)
 	}
@@ -259,12 +259,12 @@ func TestSnapshotViewBinds(t *testing.T) {
 	// Only a view looked up is bound: listing snapshots/ and reading a
 	// snapshot's info mounts nothing, and data/ alone does not bring
 	// rootfs/ (the rootfs view is an overlay mount of its own).
-	s.mustCtl("v", "snapshot s2")
+	s.MustCtl("v", "snapshot s2")
 	data, rootfs = views("s2")
-	if _, err := os.ReadDir(s.path("v", "snapshots")); err != nil {
+	if _, err := os.ReadDir(s.Path("v", "snapshots")); err != nil {
 		t.Fatal(err)
 	}
-	s.read("v", "snapshots", "s2", "info")
+	s.Read("v", "snapshots", "s2", "info")
 	if _, err := os.ReadDir(data); err != nil {
 		t.Fatal(err)
 	}
@@ -278,8 +278,8 @@ func TestSnapshotViewBinds(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitMounted("both views of s2 bound", data, rootfs)
-	must(t, os.Remove(s.path("v")))
-	if m := mountsUnder(t, s.mnt); len(m) != 1 {
+	must(t, os.Remove(s.Path("v")))
+	if m := mountsUnder(t, s.Mnt); len(m) != 1 {
 		t.Errorf("mounts left after rmdir: %v", m)
 	}
 	if left := viewMounts("s2"); len(left) > 0 {

@@ -23,15 +23,15 @@ import (
 func cmdStack(t *testing.T, opts fsnodes.Options) (*stack, string) {
 	t.Helper()
 	s := newStack(t, opts)
-	s.mkbot("b")
-	s.mustCtl("b", "start")
+	s.Mkbot("b")
+	s.MustCtl("b", "start")
 	return s, "b"
 }
 
 // The shell way, with plain tools: clone, exec, then data, stderr and wait.
 func TestCmdShell(t *testing.T) {
 	s, _ := cmdStack(t, fsnodes.Options{})
-	out := s.mustSh(`set -e
+	out := s.MustSh(`set -e
 exec 3<>$M/b/cmd/clone
 read n <&3
 echo "n=$n"
@@ -58,18 +58,18 @@ type conn struct {
 }
 
 func (s *stack) clone(bot string) *conn {
-	s.t.Helper()
-	f, err := os.OpenFile(s.path(bot, "cmd", "clone"), os.O_RDWR, 0)
+	s.T.Helper()
+	f, err := os.OpenFile(s.Path(bot, "cmd", "clone"), os.O_RDWR, 0)
 	if err != nil {
-		s.t.Fatalf("clone: %v", err)
+		s.T.Fatalf("clone: %v", err)
 	}
 	b := make([]byte, 16)
 	n, err := f.Read(b)
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 	num := strings.TrimSpace(string(b[:n]))
-	return &conn{ctl: f, n: num, dir: s.path(bot, "cmd", num)}
+	return &conn{ctl: f, n: num, dir: s.Path(bot, "cmd", num)}
 }
 
 func (c *conn) say(verb string) error {
@@ -97,10 +97,10 @@ func (c *conn) open(t *testing.T, name string, flag int) *os.File {
 // procsIn lists the command lines of the bot's processes (from the host:
 // /proc of the pids in the container's task).
 func (s *stack) procsIn(bot string) string {
-	s.t.Helper()
-	out, code := s.exec(bot, "ps", "-o", "args")
+	s.T.Helper()
+	out, code := s.Exec(bot, "ps", "-o", "args")
 	if code != 0 {
-		s.t.Fatalf("ps: %d %s", code, out)
+		s.T.Fatalf("ps: %d %s", code, out)
 	}
 	return out
 }
@@ -193,11 +193,11 @@ func TestCmdBadInput(t *testing.T) {
 			t.Errorf("%q: %v, want %v", verb, err, want)
 			continue
 		}
-		st := s.read("b", "cmd", c.n, "status")
+		st := s.Read("b", "cmd", c.n, "status")
 		if !strings.Contains(st, "\nerror cmd/"+c.n+": ") {
 			t.Errorf("%q: no error line in status:\n%s", verb, st)
 		}
-		if e := s.read("b", "err"); !strings.HasPrefix(e, "cmd/"+c.n+": ") {
+		if e := s.Read("b", "err"); !strings.HasPrefix(e, "cmd/"+c.n+": ") {
 			t.Errorf("%q: err says %q", verb, e)
 		}
 	}
@@ -213,7 +213,7 @@ func TestCmdBadInput(t *testing.T) {
 	if ev := readEvents(t, s, "b"); !strings.Contains(ev, " exit ") || !strings.Contains(ev, "status=failed") {
 		t.Errorf("no failed exit event:\n%s", ev)
 	}
-	s.mustCtl("b", "stop")
+	s.MustCtl("b", "stop")
 	c2 := s.clone("b")
 	defer c2.ctl.Close()
 	if err := c2.say("exec true"); !errnoIs(err, syscall.EBUSY) {
@@ -223,7 +223,7 @@ func TestCmdBadInput(t *testing.T) {
 
 // readEvents reads a bot's events so far.
 func readEvents(t *testing.T, s *stack, bot string) string {
-	return testenv.ReadNow(t, s.path(bot, "events"))
+	return testenv.ReadNow(t, s.Path(bot, "events"))
 }
 
 // The per-bot limit: EAGAIN with a reason; a closed connection frees its
@@ -234,16 +234,16 @@ func TestCmdLimit(t *testing.T) {
 	for i := 0; i < control.DefaultCmdLimit; i++ {
 		cs = append(cs, s.clone("b"))
 	}
-	_, err := os.OpenFile(s.path("b", "cmd", "clone"), os.O_RDWR, 0)
+	_, err := os.OpenFile(s.Path("b", "cmd", "clone"), os.O_RDWR, 0)
 	if !errnoIs(err, syscall.EAGAIN) {
 		t.Fatalf("clone past the limit: %v, want EAGAIN", err)
 	}
-	if e := s.read("b", "err"); !strings.Contains(e, "limit") {
+	if e := s.Read("b", "err"); !strings.Contains(e, "limit") {
 		t.Fatalf("err: %q", e)
 	}
 	cs[0].ctl.Close()
 	eventually(t, time.Minute, "a place free again", func() bool {
-		f, err := os.OpenFile(s.path("b", "cmd", "clone"), os.O_RDWR, 0)
+		f, err := os.OpenFile(s.Path("b", "cmd", "clone"), os.O_RDWR, 0)
 		if err == nil {
 			f.Close()
 		}
@@ -262,7 +262,7 @@ func TestCmdConcurrent(t *testing.T) {
 	for i := 0; i < n; i++ {
 		go func(i int) {
 			errs <- func() error {
-				out, err := s.sh(fmt.Sprintf(`exec 3<>$M/b/cmd/clone; read n <&3
+				out, err := s.Sh(fmt.Sprintf(`exec 3<>$M/b/cmd/clone; read n <&3
 echo 'exec sh -c "read x; echo $x:$((x*2))"' >&3
 echo %d > $M/b/cmd/$n/data
 cat $M/b/cmd/$n/data; cat $M/b/cmd/$n/wait`, i))
@@ -282,10 +282,10 @@ cat $M/b/cmd/$n/data; cat $M/b/cmd/$n/wait`, i))
 		}
 	}
 	eventually(t, time.Minute, "every connection gone", func() bool {
-		ents, _ := os.ReadDir(s.path("b", "cmd"))
+		ents, _ := os.ReadDir(s.Path("b", "cmd"))
 		return len(ents) == 1
 	})
-	recs, err := s.st.Cmds(t.Context(), s.status("b")["id"], false)
+	recs, err := s.Store.Cmds(t.Context(), s.StatusFields("b")["id"], false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +307,7 @@ func TestCmdBotStops(t *testing.T) {
 	// What the connections hold, counted precisely (pools of Postgres
 	// and containerd connections come and go on their own): fds of
 	// their FIFOs, and goroutines in their code.
-	fifoDir := s.rt.Config().FIFODir
+	fifoDir := s.Runtime.Config().FIFODir
 	held := func() (fifos []string, routines []string) {
 		ents, _ := os.ReadDir("/proc/self/fd")
 		for _, e := range ents {
@@ -347,7 +347,7 @@ func TestCmdBotStops(t *testing.T) {
 		eventually(t, time.Minute, "every command runs", func() bool {
 			return strings.Count(s.procsIn("b"), "sleep 1001") == n
 		})
-		s.mustCtl("b", "stop")
+		s.MustCtl("b", "stop")
 		for i, r := range rs {
 			if got := <-r.got; got != `"up\n" <nil>` {
 				t.Errorf("reader %d got %s, want up and end of file", i, got)
@@ -360,12 +360,12 @@ func TestCmdBotStops(t *testing.T) {
 			r.c.ctl.Close()
 		}
 		eventually(t, time.Minute, "no connection left", func() bool {
-			ents, _ := os.ReadDir(s.path("b", "cmd"))
+			ents, _ := os.ReadDir(s.Path("b", "cmd"))
 			return len(ents) == 1
 		})
 	}
 	round()
-	s.mustCtl("b", "start")
+	s.MustCtl("b", "start")
 	// No collection meanwhile: an *os.File's finalizer would close an fd
 	// the daemon forgot, and hide it.
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))

@@ -101,14 +101,14 @@ func TestStatCoherence(t *testing.T) {
 	// The FUSE path, whose caches this is about (through a bind, data/
 	// is the host dir itself).
 	s := newStackOn(t, fsnodes.Options{AllowOther: true, Debug: true, Logger: slog.New(slog.NewTextHandler(reqs, nil))})
-	must(t, os.Mkdir(s.path(cohBot), 0o755))
-	s.mustCtl(cohBot, "start")
-	host := filepath.Join(s.root, "bots", cohBot)
-	c := &coh{reqs: reqs, data: openDirFd(t, s.path(cohBot, "data")), host: openDirFd(t, host)}
+	must(t, os.Mkdir(s.Path(cohBot), 0o755))
+	s.MustCtl(cohBot, "start")
+	host := filepath.Join(s.Root, "bots", cohBot)
+	c := &coh{reqs: reqs, data: openDirFd(t, s.Path(cohBot, "data")), host: openDirFd(t, host)}
 
 	sides := []cohSide{
 		{name: "bot", run: func(t *testing.T, dir, script string) {
-			out, code := s.with(t).exec(cohBot, "sh", "-c", `D=/data/`+dir+`; `+script)
+			out, code := s.with(t).Exec(cohBot, "sh", "-c", `D=/data/`+dir+`; `+script)
 			if code != 0 {
 				t.Fatalf("in the bot: %s: exit %d\n%s", script, code, out)
 			}

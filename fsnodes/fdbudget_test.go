@@ -30,8 +30,8 @@ func TestFdBudget(t *testing.T) {
 	// The FUSE path's own budget: binds off (with a bind the kernel
 	// serves data/ and memohfs holds no fds for it).
 	s := newStackOn(t, fsnodes.Options{AllowOther: true, DataFds: budget})
-	s.mustSh(`mkdir $M/fd`)
-	host := filepath.Join(s.root, "bots", "fd")
+	s.MustSh(`mkdir $M/fd`)
+	host := filepath.Join(s.Root, "bots", "fd")
 	for d := range dirs {
 		dir := filepath.Join(host, fmt.Sprintf("d%03d", d))
 		must(t, os.Mkdir(dir, 0o755))
@@ -42,7 +42,7 @@ func TestFdBudget(t *testing.T) {
 	before := hostFds(t, host)
 	peak := 0
 	for d := range dirs {
-		dir := s.path("fd", "data", fmt.Sprintf("d%03d", d))
+		dir := s.Path("fd", "data", fmt.Sprintf("d%03d", d))
 		for f := range perDir {
 			var st syscall.Stat_t
 			if err := syscall.Lstat(filepath.Join(dir, fmt.Sprint(f)), &st); err != nil {
@@ -68,7 +68,7 @@ func TestFdBudget(t *testing.T) {
 	// Every file answers through the kernel's node, mostly evicted ones.
 	for d := 0; d < dirs; d += 7 {
 		for f := 0; f < perDir; f += 13 {
-			p := s.path("fd", "data", fmt.Sprintf("d%03d", d), fmt.Sprint(f))
+			p := s.Path("fd", "data", fmt.Sprintf("d%03d", d), fmt.Sprint(f))
 			b, err := os.ReadFile(p)
 			if want := fmt.Sprintf("%d/%d\n", d, f); err != nil || string(b) != want {
 				t.Fatalf("read %s: %q, %v; want %q", p, b, err, want)
@@ -89,7 +89,7 @@ func TestFdBudget(t *testing.T) {
 		must(t, os.WriteFile(h, []byte("new\n"), 0o644))
 	}
 	for f := range 50 {
-		p := s.path("fd", "data", "d000", fmt.Sprint(f))
+		p := s.Path("fd", "data", "d000", fmt.Sprint(f))
 		eventually(t, time.Minute, "the new file at "+p, func() bool {
 			b, err := os.ReadFile(p)
 			return err == nil && string(b) == "new\n"
@@ -99,7 +99,7 @@ func TestFdBudget(t *testing.T) {
 	h := filepath.Join(host, "d001", "5")
 	must(t, os.Remove(h))
 	eventually(t, time.Minute, "d001/5 gone", func() bool {
-		_, err := os.Stat(s.path("fd", "data", "d001", "5"))
+		_, err := os.Stat(s.Path("fd", "data", "d001", "5"))
 		return errors.Is(err, syscall.ENOENT)
 	})
 }

@@ -17,8 +17,8 @@ import (
 // the end until the next event arrives.
 func TestEventsFollow(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	must(t, os.Mkdir(s.path("ev"), 0o755))
-	f, err := os.Open(s.path("ev", "events"))
+	must(t, os.Mkdir(s.Path("ev"), 0o755))
+	f, err := os.Open(s.Path("ev", "events"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestEventsFollow(t *testing.T) {
 		t.Fatalf("a line before any new event: %q", l)
 	case <-time.After(300 * time.Millisecond):
 	}
-	s.mustCtl("ev", "start")
+	s.MustCtl("ev", "start")
 	l := next()
 	fields := strings.Fields(l)
 	if len(fields) < 3 || fields[1] != "start" || !strings.Contains(l, "pid=") {
@@ -65,13 +65,13 @@ func TestEventsFollow(t *testing.T) {
 	if _, err := time.Parse(time.RFC3339Nano, fields[0]); err != nil {
 		t.Fatalf("event time %q: %v", fields[0], err)
 	}
-	s.mustCtl("ev", "stop 1")
+	s.MustCtl("ev", "stop 1")
 	if l := next(); !strings.Contains(l, " stop ") {
 		t.Fatalf("stop event line %q", l)
 	}
 	// Deleting the bot ends its readers with end-of-file (after the
 	// delete event itself, which a reader may or may not catch).
-	must(t, os.Remove(s.path("ev")))
+	must(t, os.Remove(s.Path("ev")))
 	deadline := time.After(10 * time.Second)
 	for ended := false; !ended; {
 		select {
@@ -92,25 +92,25 @@ func TestEventsFollow(t *testing.T) {
 // exit code within a second, and the exit is an event.
 func TestSelfExit(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	must(t, os.Mkdir(s.path("brief"), 0o755))
-	s.mustCtl("brief", "start")
-	pid := s.status("brief")["pid"]
+	must(t, os.Mkdir(s.Path("brief"), 0o755))
+	s.MustCtl("brief", "start")
+	pid := s.StatusFields("brief")["pid"]
 	n, _ := strconv.Atoi(pid)
 	// Killed from outside, as the OOM killer would.
 	must(t, syscall.Kill(n, syscall.SIGKILL))
 	start := time.Now()
 	eventually(t, time.Second, "status shows the exit", func() bool {
-		st := s.status("brief")
+		st := s.StatusFields("brief")
 		return st["state"] == "stopped" && st["exit"] == "137" && st["pid"] == "-"
 	})
 	t.Logf("exit visible in status after %s (pid was %s)", time.Since(start), pid)
 	eventually(t, 10*time.Second, "exit event", func() bool {
-		out, _ := s.sh(`dd if=$M/brief/events iflag=nonblock status=none`)
+		out, _ := s.Sh(`dd if=$M/brief/events iflag=nonblock status=none`)
 		return strings.Contains(out, " exit ") && strings.Contains(out, "exit=137")
 	})
 	// It starts again.
-	s.mustCtl("brief", "start")
-	if st := s.status("brief"); st["state"] != "running" || st["pid"] == pid {
+	s.MustCtl("brief", "start")
+	if st := s.StatusFields("brief"); st["state"] != "running" || st["pid"] == pid {
 		t.Fatalf("restart after exit: %v", st)
 	}
 }
@@ -118,22 +118,22 @@ func TestSelfExit(t *testing.T) {
 // TestLog: log has the bot's output, with an honest size that grows.
 func TestLog(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	must(t, os.Mkdir(s.path("talky"), 0o755))
-	s.mustCtl("talky", "start")
+	must(t, os.Mkdir(s.Path("talky"), 0o755))
+	s.MustCtl("talky", "start")
 	eventually(t, 10*time.Second, "the bot's first line in log", func() bool {
-		b, _ := os.ReadFile(s.path("talky", "log"))
+		b, _ := os.ReadFile(s.Path("talky", "log"))
 		return strings.Contains(string(b), "memohfs bot talky up")
 	})
-	fi, err := os.Stat(s.path("talky", "log"))
+	fi, err := os.Stat(s.Path("talky", "log"))
 	if err != nil || fi.Size() == 0 {
 		t.Fatalf("log size: %v %v", fi, err)
 	}
-	s.mustCtl("talky", "stop")
+	s.MustCtl("talky", "stop")
 	eventually(t, 5*time.Second, "log grows", func() bool {
-		fi2, _ := os.Stat(s.path("talky", "log"))
+		fi2, _ := os.Stat(s.Path("talky", "log"))
 		return fi2 != nil && fi2.Size() > fi.Size()
 	})
-	if err := os.WriteFile(s.path("talky", "log"), []byte("x"), 0); !errnoIs(err, syscall.EACCES) {
+	if err := os.WriteFile(s.Path("talky", "log"), []byte("x"), 0); !errnoIs(err, syscall.EACCES) {
 		t.Fatalf("log is writable: %v", err)
 	}
 }
@@ -141,34 +141,34 @@ func TestLog(t *testing.T) {
 // TestSkills: skills/ and data/.skills are the same files.
 func TestSkills(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	must(t, os.Mkdir(s.path("sk"), 0o755))
-	must(t, os.Mkdir(s.path("sk", "skills", "greet"), 0o755))
-	must(t, os.WriteFile(s.path("sk", "skills", "greet", "SKILL.md"), []byte("---\nname: greet\n---\nSay hi.\n"), 0o644))
-	if got := s.read("sk", "data", ".skills", "greet", "SKILL.md"); !strings.Contains(got, "Say hi.") {
+	must(t, os.Mkdir(s.Path("sk"), 0o755))
+	must(t, os.Mkdir(s.Path("sk", "skills", "greet"), 0o755))
+	must(t, os.WriteFile(s.Path("sk", "skills", "greet", "SKILL.md"), []byte("---\nname: greet\n---\nSay hi.\n"), 0o644))
+	if got := s.Read("sk", "data", ".skills", "greet", "SKILL.md"); !strings.Contains(got, "Say hi.") {
 		t.Fatalf("data/.skills view: %q", got)
 	}
-	must(t, os.MkdirAll(filepath.Join(s.root, "bots", "sk", ".skills", "bye"), 0o755))
-	must(t, os.WriteFile(filepath.Join(s.root, "bots", "sk", ".skills", "bye", "SKILL.md"), []byte("Bye.\n"), 0o644))
-	if got := s.read("sk", "skills", "bye", "SKILL.md"); got != "Bye.\n" {
+	must(t, os.MkdirAll(filepath.Join(s.Root, "bots", "sk", ".skills", "bye"), 0o755))
+	must(t, os.WriteFile(filepath.Join(s.Root, "bots", "sk", ".skills", "bye", "SKILL.md"), []byte("Bye.\n"), 0o644))
+	if got := s.Read("sk", "skills", "bye", "SKILL.md"); got != "Bye.\n" {
 		t.Fatalf("skills view of a host-side skill: %q", got)
 	}
-	entries, _ := os.ReadDir(s.path("sk", "skills"))
+	entries, _ := os.ReadDir(s.Path("sk", "skills"))
 	if len(entries) != 2 {
 		t.Fatalf("ls skills: %v", entries)
 	}
-	must(t, os.RemoveAll(s.path("sk", "skills", "greet")))
-	if _, err := os.Stat(s.path("sk", "data", ".skills", "greet")); !os.IsNotExist(err) {
-		_, herr := os.Stat(filepath.Join(s.root, "bots", "sk", ".skills", "greet"))
+	must(t, os.RemoveAll(s.Path("sk", "skills", "greet")))
+	if _, err := os.Stat(s.Path("sk", "data", ".skills", "greet")); !os.IsNotExist(err) {
+		_, herr := os.Stat(filepath.Join(s.Root, "bots", "sk", ".skills", "greet"))
 		time.Sleep(1100 * time.Millisecond)
-		_, again := os.Stat(s.path("sk", "data", ".skills", "greet"))
+		_, again := os.Stat(s.Path("sk", "data", ".skills", "greet"))
 		t.Fatalf("removed skill still in data: %v (host: %v; a second later: %v)", err, herr, again)
 	}
 	// .skills gone (the bot deleted it): skills/ is empty, and works again.
-	must(t, os.RemoveAll(filepath.Join(s.root, "bots", "sk", ".skills")))
-	if entries, err := os.ReadDir(s.path("sk", "skills")); err != nil || len(entries) != 0 {
+	must(t, os.RemoveAll(filepath.Join(s.Root, "bots", "sk", ".skills")))
+	if entries, err := os.ReadDir(s.Path("sk", "skills")); err != nil || len(entries) != 0 {
 		t.Fatalf("skills without .skills: %v %v", entries, err)
 	}
-	must(t, os.Mkdir(s.path("sk", "skills", "again"), 0o755))
+	must(t, os.Mkdir(s.Path("sk", "skills", "again"), 0o755))
 }
 
 // TestCwdSurvivesChanges: a shell working inside data/ keeps its working
@@ -176,9 +176,9 @@ func TestSkills(t *testing.T) {
 // bot's side (invalidating a directory's entry would cut it off).
 func TestCwdSurvivesChanges(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	must(t, os.Mkdir(s.path("cw"), 0o755))
-	host := filepath.Join(s.root, "bots", "cw", "d")
-	out, err := s.sh(`mkdir $M/cw/data/d && cd $M/cw/data/d && for i in 1 2 3 4 5; do echo $i > f$i; done &&
+	must(t, os.Mkdir(s.Path("cw"), 0o755))
+	host := filepath.Join(s.Root, "bots", "cw", "d")
+	out, err := s.Sh(`mkdir $M/cw/data/d && cd $M/cw/data/d && for i in 1 2 3 4 5; do echo $i > f$i; done &&
 		touch ` + host + `/from-host && mkdir ` + host + `/sub && sleep 0.3 && /bin/pwd && ls | wc -l`)
 	if err != nil || !strings.HasSuffix(strings.TrimSpace(strings.Split(out, "\n")[0]), "/cw/data/d") || !strings.Contains(out, "\n7\n") {
 		t.Fatalf("cwd in data/: %v\n%s", err, out)

@@ -18,19 +18,19 @@ func TestNoFlush(t *testing.T) {
 	var logs syncBuffer
 	// The FUSE path: with binds, data/ files are not opened through FUSE.
 	s := newStackOn(t, fsnodes.Options{Debug: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	s.mkbot("nf")
-	must(t, os.WriteFile(s.path("nf", "data", "f"), []byte("x"), 0o644)) // create
+	s.Mkbot("nf")
+	must(t, os.WriteFile(s.Path("nf", "data", "f"), []byte("x"), 0o644)) // create
 	for i := 0; i < 3; i++ {
-		if _, err := os.ReadFile(s.path("nf", "data", "f")); err != nil { // open
+		if _, err := os.ReadFile(s.Path("nf", "data", "f")); err != nil { // open
 			t.Fatal(err)
 		}
-		s.read("nf", "status")
-		s.read("nf", "err")
+		s.Read("nf", "status")
+		s.Read("nf", "err")
 	}
-	if err := s.ctl("nf", "nosuchverb"); err == nil {
+	if err := s.Ctl("nf", "nosuchverb"); err == nil {
 		t.Fatal("a bad verb was taken")
 	}
-	s.mustSh(`cat $M/nf/data/f $M/nf/status >/dev/null; echo y >>$M/nf/data/f; : >$M/nf/data/g`)
+	s.MustSh(`cat $M/nf/data/f $M/nf/status >/dev/null; echo y >>$M/nf/data/f; : >$M/nf/data/g`)
 	// From the mount on: go-fuse's own poll probe during the mount
 	// (".go-fuse-epoll-hack") is answered by go-fuse itself.
 	log := logs.String()

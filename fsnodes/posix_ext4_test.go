@@ -47,16 +47,16 @@ type posixCase struct {
 // and whether a ctime moved.
 func TestPosixExt4(t *testing.T) {
 	s := newStack(t, fsnodes.Options{AllowOther: true})
-	if out, err := s.asUser(pxUser, `mkdir $M/px`); err != nil {
+	if out, err := s.AsUser(pxUser, `mkdir $M/px`); err != nil {
 		t.Fatalf("mkdir as %d: %v %s", pxUser, err, out)
 	}
-	tmp := s.env.TempDir(t)
+	tmp := s.Env.TempDir(t)
 	native := filepath.Join(tmp, "ext4")
 	must(t, os.Mkdir(native, 0o755))
 	scratch := filepath.Join(tmp, "clock")
 	must(t, os.WriteFile(scratch, nil, 0o644))
-	data := s.path("px", "data")
-	for _, dir := range []string{native, filepath.Join(s.root, "bots", "px")} {
+	data := s.Path("px", "data")
+	for _, dir := range []string{native, filepath.Join(s.Root, "bots", "px")} {
 		var sfs unix.Statfs_t
 		must(t, unix.Statfs(dir, &sfs))
 		if sfs.Type != unix.EXT4_SUPER_MAGIC {
@@ -72,7 +72,7 @@ func TestPosixExt4(t *testing.T) {
 				for i, base := range []string{native, data} {
 					side := &posixSide{t: t, name: []string{"ext4", "data/"}[i], dir: filepath.Join(base, name), scratch: scratch}
 					if base == data {
-						side.host = filepath.Join(s.root, "bots", "px", name)
+						side.host = filepath.Join(s.Root, "bots", "px", name)
 					}
 					side.mkdir("", 0o755, w.uid, w.gid)
 					c.run(side, w)

@@ -26,16 +26,16 @@ import (
 // 0 fails at its mkdir.
 func TestRootListing(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	s.mkbot("keep")
+	s.Mkbot("keep")
 	mtime := func() syscall.Timespec {
 		var st syscall.Stat_t
-		if err := syscall.Stat(s.mnt, &st); err != nil {
+		if err := syscall.Stat(s.Mnt, &st); err != nil {
 			t.Fatal(err)
 		}
 		return st.Mtim
 	}
 	list := func() []string {
-		names, err := os.ReadDir(s.mnt)
+		names, err := os.ReadDir(s.Mnt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -51,7 +51,7 @@ func TestRootListing(t *testing.T) {
 		t.Helper()
 		list() // the cache holds the listing before the change
 		before := mtime()
-		f, err := os.Open(s.mnt)
+		f, err := os.Open(s.Mnt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,11 +68,11 @@ func TestRootListing(t *testing.T) {
 	}
 	for i := range 10 {
 		bot := fmt.Sprintf("r%d", i)
-		_, fresh := change(func() error { return os.Mkdir(s.path(bot), 0o755) })
+		_, fresh := change(func() error { return os.Mkdir(s.Path(bot), 0o755) })
 		if !slices.Contains(fresh, bot) {
 			t.Fatalf("round %d: ls /M after mkdir %s: %v", i, bot, fresh)
 		}
-		handle, fresh := change(func() error { return os.Remove(s.path(bot)) })
+		handle, fresh := change(func() error { return os.Remove(s.Path(bot)) })
 		if slices.Contains(fresh, bot) {
 			t.Fatalf("round %d: ls /M after rmdir %s still lists it: %v (the handle opened before read %v)", i, bot, fresh, handle)
 		}

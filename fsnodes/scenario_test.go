@@ -19,133 +19,133 @@ func TestShellScenario(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
 	ctx := t.Context()
 
-	if err := os.Mkdir(s.path("b1"), 0o755); err != nil {
+	if err := os.Mkdir(s.Path("b1"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	entries, _ := os.ReadDir(s.mnt)
+	entries, _ := os.ReadDir(s.Mnt)
 	if len(entries) != 1 || entries[0].Name() != "b1" {
 		t.Fatalf("ls /M: %v", entries)
 	}
 	want := []string{"cmd", "ctl", "data", "err", "events", "log", "skills", "snapshots", "status"}
 	var got []string
-	list, _ := os.ReadDir(s.path("b1"))
+	list, _ := os.ReadDir(s.Path("b1"))
 	for _, e := range list {
 		got = append(got, e.Name())
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("ls /M/b1: %v", got)
 	}
-	if st := s.status("b1"); st["state"] != "created" || st["pid"] != "-" {
+	if st := s.StatusFields("b1"); st["state"] != "created" || st["pid"] != "-" {
 		t.Fatalf("status after mkdir: %v", st)
 	}
-	if !strings.Contains(s.read("b1", "ctl"), "snapshot [NAME]") {
-		t.Fatalf("ctl help: %s", s.read("b1", "ctl"))
+	if !strings.Contains(s.Read("b1", "ctl"), "snapshot [NAME]") {
+		t.Fatalf("ctl help: %s", s.Read("b1", "ctl"))
 	}
 
-	s.mustSh(`echo start > $M/b1/ctl`)
-	st := s.status("b1")
+	s.MustSh(`echo start > $M/b1/ctl`)
+	st := s.StatusFields("b1")
 	if st["state"] != "running" || st["pid"] == "-" || st["ip"] == "-" || st["container"] != "memohfs-b1" {
 		t.Fatalf("status after start: %v", st)
 	}
 	pid := st["pid"]
 
 	// Host -> container.
-	s.mustSh(`echo hello > $M/b1/data/x`)
-	if out, code := s.exec("b1", "cat", "/data/x"); code != 0 || out != "hello\n" {
+	s.MustSh(`echo hello > $M/b1/data/x`)
+	if out, code := s.Exec("b1", "cat", "/data/x"); code != 0 || out != "hello\n" {
 		t.Fatalf("container sees /data/x: %d %q", code, out)
 	}
 	// Container -> host, at once.
-	if out, code := s.exec("b1", "sh", "-c", "echo from-bot > /data/y"); code != 0 {
+	if out, code := s.Exec("b1", "sh", "-c", "echo from-bot > /data/y"); code != 0 {
 		t.Fatalf("write /data/y: %d %s", code, out)
 	}
-	if got := s.read("b1", "data", "y"); got != "from-bot\n" {
+	if got := s.Read("b1", "data", "y"); got != "from-bot\n" {
 		t.Fatalf("data/y = %q", got)
 	}
 	// A file the kernel has cached, changed by the bot: seen at once.
-	if out, code := s.exec("b1", "sh", "-c", "echo more >> /data/y"); code != 0 {
+	if out, code := s.Exec("b1", "sh", "-c", "echo more >> /data/y"); code != 0 {
 		t.Fatalf("append /data/y: %d %s", code, out)
 	}
-	if got := s.read("b1", "data", "y"); got != "from-bot\nmore\n" {
+	if got := s.Read("b1", "data", "y"); got != "from-bot\nmore\n" {
 		t.Fatalf("data/y after the bot appended = %q", got)
 	}
 	// The rootfs is part of the snapshot too.
-	if out, code := s.exec("b1", "sh", "-c", "echo before > /root/marker"); code != 0 {
+	if out, code := s.Exec("b1", "sh", "-c", "echo before > /root/marker"); code != 0 {
 		t.Fatalf("marker: %s", out)
 	}
 	var sfs, hfs syscall.Statfs_t
-	must(t, syscall.Statfs(s.path("b1", "data"), &sfs))
-	must(t, syscall.Statfs(s.root, &hfs))
+	must(t, syscall.Statfs(s.Path("b1", "data"), &sfs))
+	must(t, syscall.Statfs(s.Root, &hfs))
 	if sfs.Blocks != hfs.Blocks || sfs.Bsize != hfs.Bsize {
 		t.Fatalf("statfs of data/ %+v differs from the disk's %+v", sfs, hfs)
 	}
 
-	s.mustSh(`echo 'snapshot s1' > $M/b1/ctl`)
-	if st := s.status("b1"); st["state"] != "running" || st["pid"] != pid || st["snapshots"] != "1" || st["version"] != "1" {
+	s.MustSh(`echo 'snapshot s1' > $M/b1/ctl`)
+	if st := s.StatusFields("b1"); st["state"] != "running" || st["pid"] != pid || st["snapshots"] != "1" || st["version"] != "1" {
 		t.Fatalf("status after snapshot: %v (pid was %s)", st, pid)
 	}
-	if ls := s.mustSh(`ls $M/b1/snapshots/`); ls != "s1\n" {
+	if ls := s.MustSh(`ls $M/b1/snapshots/`); ls != "s1\n" {
 		t.Fatalf("ls snapshots: %q", ls)
 	}
-	if got := s.read("b1", "snapshots", "s1", "data", "x"); got != "hello\n" {
+	if got := s.Read("b1", "snapshots", "s1", "data", "x"); got != "hello\n" {
 		t.Fatalf("snapshots/s1/data/x = %q", got)
 	}
-	info := s.read("b1", "snapshots", "s1", "info")
+	info := s.Read("b1", "snapshots", "s1", "info")
 	if !strings.Contains(info, "name s1\n") || !strings.Contains(info, "version 1\n") || !strings.Contains(info, "source manual\n") {
 		t.Fatalf("info: %s", info)
 	}
-	if _, err := os.Stat(s.path("b1", "snapshots", "s1", "rootfs", "bin", "busybox")); err != nil {
+	if _, err := os.Stat(s.Path("b1", "snapshots", "s1", "rootfs", "bin", "busybox")); err != nil {
 		t.Fatalf("snapshot rootfs view: %v", err)
 	}
-	if err := os.WriteFile(s.path("b1", "snapshots", "s1", "data", "x"), []byte("no"), 0o644); !errnoIs(err, syscall.EROFS) && !errnoIs(err, syscall.EACCES) {
+	if err := os.WriteFile(s.Path("b1", "snapshots", "s1", "data", "x"), []byte("no"), 0o644); !errnoIs(err, syscall.EROFS) && !errnoIs(err, syscall.EACCES) {
 		t.Fatalf("snapshot data is writable: %v", err)
 	}
 
-	s.mustSh(`echo changed > $M/b1/data/x`)
-	if out, code := s.exec("b1", "sh", "-c", "echo after > /root/marker"); code != 0 {
+	s.MustSh(`echo changed > $M/b1/data/x`)
+	if out, code := s.Exec("b1", "sh", "-c", "echo after > /root/marker"); code != 0 {
 		t.Fatalf("marker: %s", out)
 	}
-	s.mustSh(`echo 'restore s1' > $M/b1/ctl`)
-	if got := s.read("b1", "data", "x"); got != "hello\n" {
+	s.MustSh(`echo 'restore s1' > $M/b1/ctl`)
+	if got := s.Read("b1", "data", "x"); got != "hello\n" {
 		t.Fatalf("data/x after restore = %q", got)
 	}
-	if out, _ := s.exec("b1", "cat", "/root/marker"); out != "before\n" {
+	if out, _ := s.Exec("b1", "cat", "/root/marker"); out != "before\n" {
 		t.Fatalf("rootfs after restore: marker %q", out)
 	}
-	st = s.status("b1")
+	st = s.StatusFields("b1")
 	if st["state"] != "running" || st["pid"] == pid {
 		t.Fatalf("status after restore: %v", st)
 	}
-	if ls := s.mustSh(`ls $M/b1/snapshots/`); ls != "pre-restore-2\ns1\n" {
+	if ls := s.MustSh(`ls $M/b1/snapshots/`); ls != "pre-restore-2\ns1\n" {
 		t.Fatalf("snapshots after restore: %q", ls)
 	}
-	if got := s.read("b1", "snapshots", "pre-restore-2", "data", "x"); got != "changed\n" {
+	if got := s.Read("b1", "snapshots", "pre-restore-2", "data", "x"); got != "changed\n" {
 		t.Fatalf("the pre-restore snapshot keeps what was there: %q", got)
 	}
 
-	s.mustSh(`echo stop > $M/b1/ctl`)
-	if st := s.status("b1"); st["state"] != "stopped" || st["pid"] != "-" || st["exit"] != "0" {
+	s.MustSh(`echo stop > $M/b1/ctl`)
+	if st := s.StatusFields("b1"); st["state"] != "stopped" || st["pid"] != "-" || st["exit"] != "0" {
 		t.Fatalf("status after stop: %v", st)
 	}
-	events := s.mustSh(`dd if=$M/b1/events iflag=nonblock status=none`)
+	events := s.MustSh(`dd if=$M/b1/events iflag=nonblock status=none`)
 	for _, typ := range []string{" create ", " start ", " snapshot ", " restore ", " stop "} {
 		if !strings.Contains(events, typ) {
 			t.Fatalf("events lack %q:\n%s", typ, events)
 		}
 	}
 
-	if err := os.Remove(s.path("b1")); err != nil {
+	if err := os.Remove(s.Path("b1")); err != nil {
 		t.Fatal(err)
 	}
-	if entries, _ := os.ReadDir(s.mnt); len(entries) != 0 {
+	if entries, _ := os.ReadDir(s.Mnt); len(entries) != 0 {
 		t.Fatalf("ls after rmdir: %v", entries)
 	}
-	if _, err := s.rt.Container(ctx, "b1"); err == nil {
+	if _, err := s.Runtime.Container(ctx, "b1"); err == nil {
 		t.Fatal("container left after rmdir")
 	}
-	if _, err := s.st.GetBot(ctx, "b1"); err == nil {
+	if _, err := s.Store.GetBot(ctx, "b1"); err == nil {
 		t.Fatal("record left after rmdir")
 	}
-	kept, _ := filepath.Glob(filepath.Join(s.root, "trash", "b1-*", "data", "x"))
+	kept, _ := filepath.Glob(filepath.Join(s.Root, "trash", "b1-*", "data", "x"))
 	if len(kept) != 1 {
 		t.Fatalf("data not kept aside: %v", kept)
 	}
@@ -161,19 +161,19 @@ func TestShellScenario(t *testing.T) {
 // alternate.
 func TestOneAtATime(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	must(t, os.Mkdir(s.path("busy"), 0o755))
-	s.mustCtl("busy", "start")
+	must(t, os.Mkdir(s.Path("busy"), 0o755))
+	s.MustCtl("busy", "start")
 	writes := []string{"restart", "snapshot a", "restart", "snapshot b", "stop", "start", "restart"}
 	errs := make(chan error, len(writes))
 	for _, w := range writes {
-		go func() { errs <- s.ctl("busy", w) }()
+		go func() { errs <- s.Ctl("busy", w) }()
 	}
 	for range writes {
 		if err := <-errs; err != nil {
-			t.Fatalf("a concurrent ctl write failed: %v (err: %s)", err, s.read("busy", "err"))
+			t.Fatalf("a concurrent ctl write failed: %v (err: %s)", err, s.Read("busy", "err"))
 		}
 	}
-	events := s.mustSh(`dd if=$M/busy/events iflag=nonblock status=none`)
+	events := s.MustSh(`dd if=$M/busy/events iflag=nonblock status=none`)
 	running := false
 	for _, line := range strings.Split(strings.TrimSpace(events), "\n") {
 		f := strings.Fields(line)
@@ -190,15 +190,15 @@ func TestOneAtATime(t *testing.T) {
 			running = false
 		}
 	}
-	if st := s.status("busy"); (st["state"] == "running") != running {
+	if st := s.StatusFields("busy"); (st["state"] == "running") != running {
 		t.Fatalf("status %s disagrees with the events:\n%s", st["state"], events)
 	}
-	if st := s.status("busy"); st["snapshots"] != "2" {
+	if st := s.StatusFields("busy"); st["snapshots"] != "2" {
 		t.Fatalf("snapshots: %v", st)
 	}
 	// A snapshot without a name is named after its version.
-	s.mustCtl("busy", "snapshot")
-	if _, err := os.Stat(s.path("busy", "snapshots", "v3")); err != nil {
+	s.MustCtl("busy", "snapshot")
+	if _, err := os.Stat(s.Path("busy", "snapshots", "v3")); err != nil {
 		t.Fatalf("default snapshot name: %v", err)
 	}
 }
@@ -208,21 +208,21 @@ func TestOneAtATime(t *testing.T) {
 func TestStartRecreates(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
 	ctx := t.Context()
-	must(t, os.Mkdir(s.path("phoenix"), 0o755))
-	s.mustCtl("phoenix", "start")
-	if out, code := s.exec("phoenix", "sh", "-c", "echo kept > /root/marker"); code != 0 {
+	must(t, os.Mkdir(s.Path("phoenix"), 0o755))
+	s.MustCtl("phoenix", "start")
+	if out, code := s.Exec("phoenix", "sh", "-c", "echo kept > /root/marker"); code != 0 {
 		t.Fatal(out)
 	}
-	s.mustCtl("phoenix", "stop")
+	s.MustCtl("phoenix", "stop")
 	// The container goes (its rootfs stays), behind memohfs' back.
-	c, err := s.rt.Client().LoadContainer(namespaces.WithNamespace(ctx, s.rt.Config().Namespace), "memohfs-phoenix")
+	c, err := s.Runtime.Client().LoadContainer(namespaces.WithNamespace(ctx, s.Runtime.Config().Namespace), "memohfs-phoenix")
 	must(t, err)
-	must(t, c.Delete(namespaces.WithNamespace(ctx, s.rt.Config().Namespace)))
-	s.mustCtl("phoenix", "start")
-	if out, _ := s.exec("phoenix", "cat", "/root/marker"); out != "kept\n" {
+	must(t, c.Delete(namespaces.WithNamespace(ctx, s.Runtime.Config().Namespace)))
+	s.MustCtl("phoenix", "start")
+	if out, _ := s.Exec("phoenix", "cat", "/root/marker"); out != "kept\n" {
 		t.Fatalf("marker after re-create: %q", out)
 	}
-	if ev := s.mustSh(`dd if=$M/phoenix/events iflag=nonblock status=none`); !strings.Contains(ev, " recreate ") || !strings.Contains(ev, "kept=true") {
+	if ev := s.MustSh(`dd if=$M/phoenix/events iflag=nonblock status=none`); !strings.Contains(ev, " recreate ") || !strings.Contains(ev, "kept=true") {
 		t.Fatalf("no recreate event:\n%s", ev)
 	}
 }

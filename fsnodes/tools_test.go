@@ -29,20 +29,20 @@ func need(t *testing.T, bins ...string) {
 func TestTools(t *testing.T) {
 	need(t, "rsync", "vim", "git", "sqlite3", "tail", "cp")
 	s := newStack(t, fsnodes.Options{})
-	must(t, os.Mkdir(s.path("tools"), 0o755))
-	data := s.path("tools", "data")
-	src := filepath.Join(s.env.TempDir(t), "src")
-	s.mustSh(`mkdir -p ` + src + `/d/e && cd ` + src + ` && echo one > a && echo two > d/b && printf 'x%.0s' $(seq 1 5000) > d/e/big &&
+	must(t, os.Mkdir(s.Path("tools"), 0o755))
+	data := s.Path("tools", "data")
+	src := filepath.Join(s.Env.TempDir(t), "src")
+	s.MustSh(`mkdir -p ` + src + `/d/e && cd ` + src + ` && echo one > a && echo two > d/b && printf 'x%.0s' $(seq 1 5000) > d/e/big &&
 		chmod 640 a && chmod 750 d && touch -d '2001-02-03 04:05:06.123456789' a d/b && ln -s a link && ln a hard`)
 
 	t.Run("cp -a in and out", func(t *testing.T) {
 		s := s.with(t)
-		s.mustSh(`cp -a ` + src + ` $M/tools/data/cp`)
-		out := filepath.Join(s.env.TempDir(t), "out")
-		s.mustSh(`cp -a $M/tools/data/cp ` + out)
-		a := s.mustSh(`cd ` + src + ` && find . -printf '%p %m %T@ %s %l\n' | sort`)
-		b := s.mustSh(`cd $M/tools/data/cp && find . -printf '%p %m %T@ %s %l\n' | sort`)
-		c := s.mustSh(`cd ` + out + ` && find . -printf '%p %m %T@ %s %l\n' | sort`)
+		s.MustSh(`cp -a ` + src + ` $M/tools/data/cp`)
+		out := filepath.Join(s.Env.TempDir(t), "out")
+		s.MustSh(`cp -a $M/tools/data/cp ` + out)
+		a := s.MustSh(`cd ` + src + ` && find . -printf '%p %m %T@ %s %l\n' | sort`)
+		b := s.MustSh(`cd $M/tools/data/cp && find . -printf '%p %m %T@ %s %l\n' | sort`)
+		c := s.MustSh(`cd ` + out + ` && find . -printf '%p %m %T@ %s %l\n' | sort`)
 		// Directory mtimes move when cp fills them; compare files and links.
 		strip := func(x string) string {
 			var keep []string
@@ -60,8 +60,8 @@ func TestTools(t *testing.T) {
 
 	t.Run("rsync twice", func(t *testing.T) {
 		s := s.with(t)
-		s.mustSh(`rsync -a ` + src + `/ $M/tools/data/rs/`)
-		second := s.mustSh(`rsync -ai ` + src + `/ $M/tools/data/rs/`)
+		s.MustSh(`rsync -a ` + src + `/ $M/tools/data/rs/`)
+		second := s.MustSh(`rsync -ai ` + src + `/ $M/tools/data/rs/`)
 		if strings.TrimSpace(second) != "" {
 			t.Fatalf("second rsync transferred:\n%s", second)
 		}
@@ -71,8 +71,8 @@ func TestTools(t *testing.T) {
 		s := s.with(t)
 		must(t, os.WriteFile(filepath.Join(data, "note.txt"), []byte("hello world\n"), 0o644))
 		// writebackup + backupcopy=no: vim saves by renaming over the file.
-		s.mustSh(`vim -es -u NONE -c 'set backupcopy=no writebackup' -c '%s/world/there/' -c 'wq' $M/tools/data/note.txt`)
-		if got := s.read("tools", "data", "note.txt"); got != "hello there\n" {
+		s.MustSh(`vim -es -u NONE -c 'set backupcopy=no writebackup' -c '%s/world/there/' -c 'wq' $M/tools/data/note.txt`)
+		if got := s.Read("tools", "data", "note.txt"); got != "hello there\n" {
 			t.Fatalf("after vim: %q", got)
 		}
 		left, _ := filepath.Glob(filepath.Join(data, "note.txt~"))
@@ -86,7 +86,7 @@ func TestTools(t *testing.T) {
 		p := filepath.Join(data, "grow.log")
 		must(t, os.WriteFile(p, []byte("first\n"), 0o644))
 		cmd := exec.Command("tail", "-n", "+1", "-f", "-s", "0.1", p)
-		outf := filepath.Join(s.env.TempDir(t), "tail.out")
+		outf := filepath.Join(s.Env.TempDir(t), "tail.out")
 		f, _ := os.Create(outf)
 		cmd.Stdout = f
 		must(t, cmd.Start())
@@ -102,7 +102,7 @@ func TestTools(t *testing.T) {
 		must(t, err)
 		af.WriteString("second\n")
 		af.Close()
-		hf, err := os.OpenFile(filepath.Join(s.root, "bots", "tools", "grow.log"), os.O_APPEND|os.O_WRONLY, 0)
+		hf, err := os.OpenFile(filepath.Join(s.Root, "bots", "tools", "grow.log"), os.O_APPEND|os.O_WRONLY, 0)
 		must(t, err)
 		hf.WriteString("third\n")
 		hf.Close()
@@ -114,9 +114,9 @@ func TestTools(t *testing.T) {
 
 	t.Run("git init and commit", func(t *testing.T) {
 		s := s.with(t)
-		s.mustSh(`cd $M/tools/data && mkdir repo && cd repo && git init -q && git config user.email t@e && git config user.name t &&
+		s.MustSh(`cd $M/tools/data && mkdir repo && cd repo && git init -q && git config user.email t@e && git config user.name t &&
 			echo hi > f && git add f && git commit -qm one && echo ho >> f && git commit -qam two && git fsck --strict && git log --oneline | wc -l`)
-		if out := s.mustSh(`cd $M/tools/data/repo && git status --porcelain && git log --oneline | wc -l`); strings.TrimSpace(out) != "2" {
+		if out := s.MustSh(`cd $M/tools/data/repo && git status --porcelain && git log --oneline | wc -l`); strings.TrimSpace(out) != "2" {
 			t.Fatalf("git: %q", out)
 		}
 	})
@@ -124,12 +124,12 @@ func TestTools(t *testing.T) {
 	t.Run("sqlite WAL", func(t *testing.T) {
 		s := s.with(t)
 		db := filepath.Join(data, "db.sqlite")
-		s.mustSh(`sqlite3 ` + db + ` 'PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1),(2),(3);'`)
+		s.MustSh(`sqlite3 ` + db + ` 'PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1),(2),(3);'`)
 		// Two writers at once: WAL locking (fcntl locks, the mmap-ed -shm
 		// file) serialises them; each waits up to 5s for the other.
-		s.mustSh(`sqlite3 -cmd '.timeout 5000' ` + db + ` 'BEGIN; INSERT INTO t VALUES (4); COMMIT;' & p=$!; ` +
+		s.MustSh(`sqlite3 -cmd '.timeout 5000' ` + db + ` 'BEGIN; INSERT INTO t VALUES (4); COMMIT;' & p=$!; ` +
 			`sqlite3 -cmd '.timeout 5000' ` + db + ` 'INSERT INTO t VALUES (5);' && wait $p`)
-		if out := s.mustSh(`sqlite3 ` + db + ` 'PRAGMA integrity_check; SELECT count(*) FROM t;'`); out != "ok\n5\n" {
+		if out := s.MustSh(`sqlite3 ` + db + ` 'PRAGMA integrity_check; SELECT count(*) FROM t;'`); out != "ok\n5\n" {
 			t.Fatalf("sqlite: %q", out)
 		}
 	})
@@ -147,7 +147,7 @@ func TestTools(t *testing.T) {
 // own instead.
 func TestPosix(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	s.mkbot("px") // on this run's path before the first op
+	s.Mkbot("px") // on this run's path before the first op
 	for name, fn := range posixtest.All {
 		if name == "XAttrLarge" {
 			continue // see above and TestXattrLimitIsExt4s
@@ -158,12 +158,12 @@ func TestPosix(t *testing.T) {
 					t.Errorf("posixtest %s skipped under CI: data/ lacks what it tests", name)
 				}
 			}()
-			dir := s.path("px", "data", name)
+			dir := s.Path("px", "data", name)
 			must(t, os.Mkdir(dir, 0o755))
-			if name == "FcntlFlockLocksFile" && s.bound("px") {
+			if name == "FcntlFlockLocksFile" && s.Bound("px") {
 				// The case wants two fds of one process to conflict:
 				// classic POSIX locks do not on ext4, nor through a bind.
-				sameAsExt4(t, s.env.TempDir(t), dir, fcntlTwoFds)
+				sameAsExt4(t, s.Env.TempDir(t), dir, fcntlTwoFds)
 				return
 			}
 			fn(t, dir)
@@ -176,27 +176,27 @@ func TestPosix(t *testing.T) {
 // the same answer as the disk under it, no other.
 func TestXattrLimitIsExt4s(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	s.mkbot("xa") // on this run's path before the first op
-	native := filepath.Join(s.env.TempDir(t), "f")
+	s.Mkbot("xa") // on this run's path before the first op
+	native := filepath.Join(s.Env.TempDir(t), "f")
 	must(t, os.WriteFile(native, nil, 0o644))
-	must(t, os.WriteFile(s.path("xa", "data", "f"), nil, 0o644))
+	must(t, os.WriteFile(s.Path("xa", "data", "f"), nil, 0o644))
 	big := make([]byte, 64<<10)
 	errNative := unix.Setxattr(native, "user.big", big, 0)
-	errMount := unix.Setxattr(s.path("xa", "data", "f"), "user.big", big, 0)
+	errMount := unix.Setxattr(s.Path("xa", "data", "f"), "user.big", big, 0)
 	if errNative != errMount {
 		t.Fatalf("large xattr: native %v, data/ %v", errNative, errMount)
 	}
 	small := []byte("v")
-	must(t, unix.Setxattr(s.path("xa", "data", "f"), "user.small", small, 0))
+	must(t, unix.Setxattr(s.Path("xa", "data", "f"), "user.small", small, 0))
 	buf := make([]byte, 16)
-	n, err := unix.Getxattr(filepath.Join(s.root, "bots", "xa", "f"), "user.small", buf)
+	n, err := unix.Getxattr(filepath.Join(s.Root, "bots", "xa", "f"), "user.small", buf)
 	if err != nil || string(buf[:n]) != "v" {
 		t.Fatalf("xattr on the host file: %q %v", buf[:n], err)
 	}
 	// trusted.* needs CAP_SYS_ADMIN on the host: FUSE refuses it (memohfs
 	// would set it as root for anyone); a bind gives what ext4 gives.
-	errMount = unix.Setxattr(s.path("xa", "data", "f"), "trusted.x", small, 0)
-	if !s.bound("xa") {
+	errMount = unix.Setxattr(s.Path("xa", "data", "f"), "trusted.x", small, 0)
+	if !s.Bound("xa") {
 		if errMount == nil {
 			t.Fatal("trusted.* xattrs are settable through the mount")
 		}

@@ -18,8 +18,8 @@ import (
 // is pushed (the usual path).
 func TestWatchBeyondLimitsServedFresh(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	must(t, os.Mkdir(s.path("deep"), 0o755))
-	host := filepath.Join(s.root, "bots", "deep")
+	must(t, os.Mkdir(s.Path("deep"), 0o755))
+	host := filepath.Join(s.Root, "bots", "deep")
 	rel := strings.TrimSuffix(strings.Repeat("d/", 130), "/") // deepest dir at depth 130
 	must(t, os.MkdirAll(filepath.Join(host, rel), 0o755))
 	must(t, os.WriteFile(filepath.Join(host, rel, "f"), []byte("one"), 0o644))
@@ -33,7 +33,7 @@ func TestWatchBeyondLimitsServedFresh(t *testing.T) {
 		}
 		return fi.Size()
 	}
-	deep := s.path("deep", "data", rel)
+	deep := s.Path("deep", "data", rel)
 	// Twice: the second would be served from the kernel's cache if it
 	// kept one.
 	for range 2 {
@@ -44,7 +44,7 @@ func TestWatchBeyondLimitsServedFresh(t *testing.T) {
 			t.Fatalf("stat of a missing name: %v", err)
 		}
 	}
-	if n := size(s.path("deep", "data", "top")); n != 3 {
+	if n := size(s.Path("deep", "data", "top")); n != 3 {
 		t.Fatalf("size of top: %d", n)
 	}
 
@@ -57,5 +57,5 @@ func TestWatchBeyondLimitsServedFresh(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(deep, "g")); err != nil {
 		t.Errorf("beyond the depth limit, a stat right after the bot made g: %v", err)
 	}
-	eventually(t, 10*time.Second, "top's new size pushed", func() bool { return size(s.path("deep", "data", "top")) == 6 })
+	eventually(t, 10*time.Second, "top's new size pushed", func() bool { return size(s.Path("deep", "data", "top")) == 6 })
 }

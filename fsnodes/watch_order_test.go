@@ -22,12 +22,12 @@ import (
 // none.
 func TestWatchOrder(t *testing.T) {
 	s := newStack(t, fsnodes.Options{})
-	s.mkbot("wo")
-	native := s.env.TempDir(t)
+	s.Mkbot("wo")
+	native := s.Env.TempDir(t)
 	const rounds, appends = 100, 10
 	for _, side := range []struct{ name, dir, host string }{
 		{"native ext4", native, native},
-		{"data/", s.path("wo", "data"), s.c.DataDir("wo")},
+		{"data/", s.Path("wo", "data"), s.Control.DataDir("wo")},
 	} {
 		stale, windows := 0, 0
 		for i := range rounds {

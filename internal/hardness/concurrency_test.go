@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/memohfs/memohfs/internal/teststack"
 	"github.com/memohfs/memohfs/runtime"
 	"github.com/memohfs/memohfs/store"
 )
@@ -19,11 +20,11 @@ import (
 // bot's events form a valid sequence: no start of a running bot, no stop
 // or exit of one that was not running, nothing before create.
 func TestConcurrentWriters(t *testing.T) {
-	s := newStack(t, stackOptions{})
+	s := newStack(t, teststack.Options{})
 	const bots = 10
 	writers, perWriter := count(100, 400), count(3, 10)
 	for i := 0; i < bots; i++ {
-		must(t, os.Mkdir(s.path(fmt.Sprintf("c%d", i)), 0o755))
+		must(t, os.Mkdir(s.Path(fmt.Sprintf("c%d", i)), 0o755))
 	}
 	verbs := []string{"start", "stop 1", "restart", "snapshot", "autostart on", "autostart off",
 		"start\nsnapshot", "stop 0\nstart", "bogus"}
@@ -41,14 +42,14 @@ func TestConcurrentWriters(t *testing.T) {
 			for i := 0; i < perWriter; i++ {
 				bot := fmt.Sprintf("c%d", r.Intn(bots))
 				verb := verbs[r.Intn(len(verbs))]
-				err := s.ctl(bot, verb)
+				err := s.Ctl(bot, verb)
 				key := "ok"
 				switch {
 				case err == nil:
-				case verb == "bogus" && errnoOf(err) == syscall.EINVAL:
+				case verb == "bogus" && fileOpErrno(err) == syscall.EINVAL:
 					key = "EINVAL (bogus verb)"
 				default:
-					key = fmt.Sprintf("%q: %v (err: %s)", verb, errnoOf(err), strings.TrimSpace(s.read(bot, "err")))
+					key = fmt.Sprintf("%q: %v (err: %s)", verb, fileOpErrno(err), strings.TrimSpace(s.ReadOrError(bot, "err")))
 				}
 				mu.Lock()
 				tally[key]++
@@ -65,20 +66,20 @@ func TestConcurrentWriters(t *testing.T) {
 	}
 	if t.Failed() {
 		for i := 0; i < bots; i++ {
-			if ev := s.read(fmt.Sprintf("c%d", i), "events"); strings.Contains(ev, " error ") {
+			if ev := s.ReadOrError(fmt.Sprintf("c%d", i), "events"); strings.Contains(ev, " error ") {
 				t.Logf("c%d events:\n%s", i, ev)
 			}
 		}
 	}
 
-	rep := s.check("after the writers")
+	rep := s.Check("after the writers")
 	if rep.Bots != bots {
 		t.Fatalf("check saw %d bots", rep.Bots)
 	}
 	for i := 0; i < bots; i++ {
 		bot := fmt.Sprintf("c%d", i)
-		st := s.status(bot)
-		ti, err := s.rt.Task(t.Context(), bot)
+		st := s.Status(bot)
+		ti, err := s.Runtime.Task(t.Context(), bot)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +87,7 @@ func TestConcurrentWriters(t *testing.T) {
 			t.Errorf("%s: status %s, task %s", bot, st.State, ti.State)
 		}
 		if err := validSequence(eventTypes(t, s, bot)); err != nil {
-			t.Errorf("%s: %v\n%s", bot, err, s.read(bot, "events"))
+			t.Errorf("%s: %v\n%s", bot, err, s.ReadOrError(bot, "events"))
 		}
 	}
 }
@@ -94,7 +95,7 @@ func TestConcurrentWriters(t *testing.T) {
 // eventTypes reads a bot's events file (without waiting for more).
 func eventTypes(t *testing.T, s *stack, bot string) []string {
 	t.Helper()
-	f, err := os.OpenFile(s.path(bot, "events"), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(s.Path(bot, "events"), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	must(t, err)
 	defer f.Close()
 	var b strings.Builder

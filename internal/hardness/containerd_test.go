@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/memohfs/memohfs/internal/testenv"
+	"github.com/memohfs/memohfs/internal/teststack"
 	"github.com/memohfs/memohfs/store"
 )
 
@@ -20,12 +21,12 @@ import (
 // Not parallel: it restarts the daemon the package's tests share.
 func TestContainerdRestart(t *testing.T) {
 	env := testenv.Get(t)
-	s := newStack(t, stackOptions{})
+	s := newStack(t, teststack.Options{})
 	for _, b := range []string{"keep", "busy"} {
-		must(t, os.Mkdir(s.path(b), 0o755))
-		s.mustCtl(b, "start")
+		must(t, os.Mkdir(s.Path(b), 0o755))
+		s.MustCtl(b, "start")
 	}
-	keep := s.status("keep")
+	keep := s.Status("keep")
 
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -47,10 +48,10 @@ func TestContainerdRestart(t *testing.T) {
 			default:
 			}
 			v := verbs[i%len(verbs)]
-			err := s.ctl("busy", v)
+			err := s.Ctl("busy", v)
 			o := outcome{verb: v, err: err}
 			if err != nil {
-				o.reason = s.read("busy", "err")
+				o.reason = s.ReadOrError("busy", "err")
 			}
 			mu.Lock()
 			outcomes = append(outcomes, o)
@@ -63,12 +64,12 @@ func TestContainerdRestart(t *testing.T) {
 	// ctl works again within 5 s.
 	var back time.Duration
 	for {
-		if err := s.ctl("keep", "snapshot"); err == nil {
+		if err := s.Ctl("keep", "snapshot"); err == nil {
 			back = time.Since(restarted)
 			break
 		}
 		if time.Since(restarted) > 5*time.Second {
-			t.Fatalf("ctl does not work 5 s after containerd came back: %s", s.read("keep", "err"))
+			t.Fatalf("ctl does not work 5 s after containerd came back: %s", s.ReadOrError("keep", "err"))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -83,7 +84,7 @@ func TestContainerdRestart(t *testing.T) {
 			continue
 		}
 		failed++
-		if errnoOf(o.err) != syscall.EIO && errnoOf(o.err) != syscall.EBUSY {
+		if fileOpErrno(o.err) != syscall.EIO && fileOpErrno(o.err) != syscall.EBUSY {
 			t.Errorf("%q in flight during the restart: %v, want success, EIO or EBUSY", o.verb, o.err)
 		}
 		if strings.TrimSpace(o.reason) == "" {
@@ -93,7 +94,7 @@ func TestContainerdRestart(t *testing.T) {
 	t.Logf("%d writes during the restart, %d failed with a reason", len(outcomes), failed)
 
 	// The bot that was left alone ran on, same task.
-	if got := s.status("keep"); got.State != store.StateRunning || got.Pid != keep.Pid {
+	if got := s.Status("keep"); got.State != store.StateRunning || got.Pid != keep.Pid {
 		t.Fatalf("keep after the restart: %+v (pid was %d)", got, keep.Pid)
 	}
 	if err := syscall.Kill(keep.Pid, 0); err != nil {
@@ -102,14 +103,14 @@ func TestContainerdRestart(t *testing.T) {
 	// Events flow again: a task killed now shows stopped.
 	must(t, syscall.Kill(keep.Pid, syscall.SIGKILL))
 	waitFor(t, 5*time.Second, "an exit after the restart shows in status", func() bool {
-		return s.status("keep").State == store.StateStopped
+		return s.Status("keep").State == store.StateStopped
 	})
-	if s.status("busy").State == store.StateRunning {
-		s.mustCtl("busy", "stop")
+	if s.Status("busy").State == store.StateRunning {
+		s.MustCtl("busy", "stop")
 	}
 	waitFor(t, 10*time.Second, "check after the restart", func() bool {
-		rep, err := s.c.Check(t.Context())
+		rep, err := s.Control.Check(t.Context())
 		return err == nil && rep.OK()
 	})
-	s.check("after the containerd restart")
+	s.Check("after the containerd restart")
 }

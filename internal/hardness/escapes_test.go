@@ -26,6 +26,7 @@ import (
 	"github.com/memohfs/memohfs/fsnodes"
 	"github.com/memohfs/memohfs/internal/creds"
 	"github.com/memohfs/memohfs/internal/testenv"
+	"github.com/memohfs/memohfs/internal/teststack"
 	"golang.org/x/sys/unix"
 )
 
@@ -187,10 +188,10 @@ func (e *escEnv) linkMsg(want string) string {
 }
 
 func newEscEnv(t *testing.T) *escEnv {
-	s := newStack(t, stackOptions{FS: fsnodes.Options{AllowOther: true}})
+	s := newStack(t, teststack.Options{FS: fsnodes.Options{AllowOther: true}})
 	e := &escEnv{s: s, a: "esca", b: "escb", c: "escc", pool: creds.NewPool(1)}
 
-	e.can = s.env.TempDir(t)
+	e.can = s.Env.TempDir(t)
 	must(t, os.Chmod(e.can, 0o755))
 	e.secret = filepath.Join(e.can, "secret")
 	e.pub = filepath.Join(e.can, "pub")
@@ -221,15 +222,15 @@ func newEscEnv(t *testing.T) *escEnv {
 		e.loopMaj, e.loopMin = 1, 5
 	}
 
-	e.tools = s.env.TempDir(t)
+	e.tools = s.Env.TempDir(t)
 	must(t, os.Chmod(e.tools, 0o755))
 	escWrite(t, filepath.Join(e.tools, "esc.pl"), escPerl, 0o755)
 
-	e.nosym = escMountOptions(t, s.mnt)["nosymfollow"]
-	if out, err := s.asUser(escAlice, `mkdir $M/esca $M/escc`); err != nil {
+	e.nosym = escMountOptions(t, s.Mnt)["nosymfollow"]
+	if out, err := s.AsUser(escAlice, `mkdir $M/esca $M/escc`); err != nil {
 		t.Fatalf("alice makes her bots: %v %s", err, out)
 	}
-	if out, err := s.asUser(escBob, `mkdir $M/escb && printf 'bob-private\n' > $M/escb/data/note`); err != nil {
+	if out, err := s.AsUser(escBob, `mkdir $M/escb && printf 'bob-private\n' > $M/escb/data/note`); err != nil {
 		t.Fatalf("bob makes his bot: %v %s", err, out)
 	}
 	for _, bot := range []string{e.a, e.b} {
@@ -239,14 +240,14 @@ func newEscEnv(t *testing.T) *escEnv {
 		for _, bot := range []string{e.a, e.b, e.c} {
 			waitFor(t, time.Minute, bot+"'s data/ bound", func() bool {
 				var st, mnt unix.Stat_t
-				return unix.Stat(s.mnt, &mnt) == nil && unix.Stat(e.data(bot), &st) == nil && st.Dev != mnt.Dev &&
-					strings.Contains(s.read(bot, "status"), "\ndata-path bind\n")
+				return unix.Stat(s.Mnt, &mnt) == nil && unix.Stat(e.data(bot), &st) == nil && st.Dev != mnt.Dev &&
+					strings.Contains(s.ReadOrError(bot, "status"), "\ndata-path bind\n")
 			})
 		}
 	}
 	t.Cleanup(func() {
 		for _, bot := range []string{e.a, e.b} {
-			if err := s.ctl(bot, "stop 1"); err != nil {
+			if err := s.Ctl(bot, "stop 1"); err != nil {
 				t.Logf("stop %s: %v", bot, err)
 			}
 		}
@@ -319,13 +320,13 @@ func escRelativeSymlink(t *testing.T, e *escEnv) {
 	if out, code := e.shCode(t, e.a, "cat /data/rel-secret /data/rel-sealed/keep"); code == 0 || strings.Contains(out, "CANARY") {
 		t.Errorf("the container read through the relative links: %d %q", code, out)
 	}
-	if _, err := os.Lstat(filepath.Join(e.s.hostData(e.b), "esc-new")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Lstat(filepath.Join(e.s.HostData(e.b), "esc-new")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a file appeared in bob's data: %v", err)
 	}
 }
 
 func escOtherBotMount(t *testing.T, e *escEnv) {
-	e.sh(t, e.a, "ln -s "+e.s.path(e.b, "data")+" /data/to-b && ln -s "+e.s.path(e.b)+" /data/to-b-dir")
+	e.sh(t, e.a, "ln -s "+e.s.Path(e.b, "data")+" /data/to-b && ln -s "+e.s.Path(e.b)+" /data/to-b-dir")
 	e.expect(t, escAlice, e.viaLink(escErr(syscall.EACCES)), "read", e.data(e.a, "to-b/note"))
 	e.expect(t, escAlice, e.viaLink(escErr(syscall.EACCES)), "ls", e.data(e.a, "to-b"))
 	e.expect(t, escAlice, e.viaLink(escErr(syscall.EACCES)), "create", e.data(e.a, "to-b/esc-new"), "PWN\n")
@@ -338,11 +339,11 @@ func escOtherBotMount(t *testing.T, e *escEnv) {
 // (or a plain path) leads a user to another user's files on the host,
 // where the mount's 0700 bot dir does not stand in the way.
 func escOtherBotHost(t *testing.T, e *escEnv) {
-	e.sh(t, e.a, "ln -s "+e.s.hostData(e.b)+" /data/to-b-host")
+	e.sh(t, e.a, "ln -s "+e.s.HostData(e.b)+" /data/to-b-host")
 	e.expect(t, escAlice, e.viaLink(escErr(syscall.EACCES)), "read", e.data(e.a, "to-b-host/note"))
 	e.expect(t, escAlice, e.viaLink(escErr(syscall.EACCES)), "ls", e.data(e.a, "to-b-host"))
 	e.expect(t, escAlice, e.viaLink(escErr(syscall.EACCES)), "create", e.data(e.a, "to-b-host/esc-new"), "PWN\n")
-	e.expect(t, escAlice, escErr(syscall.EACCES), "read", filepath.Join(e.s.hostData(e.b), "note"))
+	e.expect(t, escAlice, escErr(syscall.EACCES), "read", filepath.Join(e.s.HostData(e.b), "note"))
 	e.bobUntouched(t)
 }
 
@@ -373,15 +374,15 @@ func escRenameOnto(t *testing.T, e *escEnv) {
 	e.sh(t, e.a, "ln -s "+e.pub+" /data/victim && ln -s "+e.secret+" /data/victim2")
 	e.expect(t, escAlice, "ok", "create", e.data(e.a, "newf"), "replaced\n")
 	e.expect(t, escAlice, "ok", "rename", e.data(e.a, "newf"), e.data(e.a, "victim"))
-	escWantFile(t, filepath.Join(e.s.hostData(e.a), "victim"), "replaced\n")
+	escWantFile(t, filepath.Join(e.s.HostData(e.a), "victim"), "replaced\n")
 	// Root renames onto the other one; and a link renamed keeps pointing
 	// where it did.
 	must(t, os.WriteFile(e.data(e.a, "newf2"), []byte("replaced2\n"), 0o644))
 	must(t, os.Rename(e.data(e.a, "newf2"), e.data(e.a, "victim2")))
-	escWantFile(t, filepath.Join(e.s.hostData(e.a), "victim2"), "replaced2\n")
+	escWantFile(t, filepath.Join(e.s.HostData(e.a), "victim2"), "replaced2\n")
 	e.sh(t, e.a, "ln -s "+e.secret+" /data/victim3")
 	e.expect(t, escAlice, "ok", "rename", e.data(e.a, "victim3"), e.data(e.a, "moved-link"))
-	if got, err := os.Readlink(filepath.Join(e.s.hostData(e.a), "moved-link")); err != nil || got != e.secret {
+	if got, err := os.Readlink(filepath.Join(e.s.HostData(e.a), "moved-link")); err != nil || got != e.secret {
 		t.Errorf("the renamed link: %q %v", got, err)
 	}
 }
@@ -391,10 +392,10 @@ func escRenameInto(t *testing.T, e *escEnv) {
 	e.expect(t, escAlice, "ok", "create", e.data(e.a, "mv-me"), "x\n")
 	e.expect(t, escAlice, e.viaLink(escErr(syscall.EXDEV)), "rename", e.data(e.a, "mv-me"), e.data(e.a, "l-sealed/mv-me"))
 	e.expect(t, escAlice, e.viaLink(escErr(syscall.EXDEV)), "rename", e.data(e.a, "l-sealed/keep"), e.data(e.a, "stolen"))
-	if err := os.Rename(e.data(e.a, "mv-me"), e.data(e.a, "l-sealed", "mv-me")); errnoOf(err) != e.linkErrno(syscall.EXDEV) {
+	if err := os.Rename(e.data(e.a, "mv-me"), e.data(e.a, "l-sealed", "mv-me")); fileOpErrno(err) != e.linkErrno(syscall.EXDEV) {
 		t.Errorf("root rename into the linked dir: %v, want %v", err, e.linkErrno(syscall.EXDEV))
 	}
-	if err := os.Rename(e.data(e.a, "l-sealed", "keep"), e.data(e.a, "stolen")); errnoOf(err) != e.linkErrno(syscall.EXDEV) {
+	if err := os.Rename(e.data(e.a, "l-sealed", "keep"), e.data(e.a, "stolen")); fileOpErrno(err) != e.linkErrno(syscall.EXDEV) {
 		t.Errorf("root rename out of the linked dir: %v, want %v", err, e.linkErrno(syscall.EXDEV))
 	}
 }
@@ -402,7 +403,7 @@ func escRenameInto(t *testing.T, e *escEnv) {
 func escSetattrSymlink(t *testing.T, e *escEnv) {
 	e.sh(t, e.a, "ln -s "+e.secret+" /data/attr-link")
 	link := e.data(e.a, "attr-link")
-	host := filepath.Join(e.s.hostData(e.a), "attr-link")
+	host := filepath.Join(e.s.HostData(e.a), "attr-link")
 	// Root through the mount, on the link itself.
 	if err := unix.Fchmodat(unix.AT_FDCWD, link, 0o777, unix.AT_SYMLINK_NOFOLLOW); err == nil {
 		t.Error("chmod of the symlink itself succeeded (Linux symlinks have no mode)")
@@ -446,7 +447,7 @@ func escXattrNamespaces(t *testing.T, e *escEnv) {
 		// data/ is the bot's dir itself (a bind): root sets them as on
 		// ext4 (compared with a native file); a capability is inert, the
 		// bind being nosuid (as /data in the bot).
-		native := filepath.Join(e.s.env.TempDir(t), "f")
+		native := filepath.Join(e.s.Env.TempDir(t), "f")
 		must(t, os.WriteFile(native, nil, 0o644))
 		for name, val := range xattrs {
 			got, want := unix.Setxattr(p, name, val, 0), unix.Setxattr(native, name, val, 0)
@@ -465,7 +466,7 @@ func escXattrNamespaces(t *testing.T, e *escEnv) {
 		if err := unix.Setxattr(p, name, val, 0); err != unix.EOPNOTSUPP {
 			t.Errorf("root setxattr %s through the mount: %v, want EOPNOTSUPP", name, err)
 		}
-		if _, err := unix.Lgetxattr(filepath.Join(e.s.hostData(e.a), "xattr-file"), name, make([]byte, 64)); err != unix.ENODATA {
+		if _, err := unix.Lgetxattr(filepath.Join(e.s.HostData(e.a), "xattr-file"), name, make([]byte, 64)); err != unix.ENODATA {
 			t.Errorf("%s on the host file: %v, want ENODATA", name, err)
 		}
 	}
@@ -493,7 +494,7 @@ const (
 func (e *escEnv) settle(t *testing.T, bot string) {
 	t.Helper()
 	e.settled++
-	p, h := e.data(bot, ".settle"), filepath.Join(e.s.hostData(bot), ".settle")
+	p, h := e.data(bot, ".settle"), filepath.Join(e.s.HostData(bot), ".settle")
 	if e.settled == 1 {
 		must(t, os.WriteFile(h, nil, 0o644))
 		waitFor(t, time.Minute, "the marker seen", func() bool { _, err := os.Lstat(p); return err == nil })
@@ -574,7 +575,7 @@ func escWantRace(t *testing.T, calls []xCall, tallies []xTally, swaps uint64, al
 }
 
 func escRaceFileSwap(t *testing.T, e *escEnv) {
-	host := e.s.hostData(e.a)
+	host := e.s.HostData(e.a)
 	escWrite(t, filepath.Join(host, "sw"), "ok\n", 0o666)
 	// echo ok > sw.t; chmod 666 sw.t; mv -f sw.t sw; ln -s SECRET sw.l; mv -f sw.l sw
 	e.settle(t, e.a)
@@ -602,10 +603,10 @@ func escRaceFileSwap(t *testing.T, e *escEnv) {
 
 func escRaceDirSwap(t *testing.T, e *escEnv) {
 	e.sh(t, e.a, "mkdir /data/swd && echo ok > /data/swd/keep && chmod 777 /data/swd")
-	t.Cleanup(func() { escRemove(e.s.hostData(e.a), "swd", "swd.x") }) // the watcher watches fewer dirs
+	t.Cleanup(func() { escRemove(e.s.HostData(e.a), "swd", "swd.x") }) // the watcher watches fewer dirs
 	// mv swd swd.x; ln -s SEALED swd; rm swd; mv swd.x swd
 	e.settle(t, e.a)
-	x := startSwapper(t, e.s.hostData(e.a), func(x *swapper) {
+	x := startSwapper(t, e.s.HostData(e.a), func(x *swapper) {
 		escRename(x, "swd", "swd.x")
 		x.mut(func() error { return unix.Symlinkat(e.sealed, x.dir, "swd") })
 		runtime.Gosched()
@@ -634,13 +635,13 @@ func escRaceDirSwap(t *testing.T, e *escEnv) {
 // any disk: they succeed, and never reach the canary.
 func escRaceHeldDir(t *testing.T, e *escEnv) {
 	e.sh(t, e.a, "mkdir /data/hd")
-	t.Cleanup(func() { escRemove(e.s.hostData(e.a), "hd", "hd.x") })
+	t.Cleanup(func() { escRemove(e.s.HostData(e.a), "hd", "hd.x") })
 	dfd, err := unix.Open(e.data(e.a, "hd"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	must(t, err)
 	defer unix.Close(dfd)
 	// mv hd hd.x; ln -s SEALED hd; rm hd; mv hd.x hd
 	e.settle(t, e.a)
-	x := startSwapper(t, e.s.hostData(e.a), func(x *swapper) {
+	x := startSwapper(t, e.s.HostData(e.a), func(x *swapper) {
 		escRename(x, "hd", "hd.x")
 		x.mut(func() error { return unix.Symlinkat(e.sealed, x.dir, "hd") })
 		x.mut(func() error { return unix.Unlinkat(x.dir, "hd", 0) })
@@ -670,7 +671,7 @@ func escRaceHeldDir(t *testing.T, e *escEnv) {
 }
 
 func escRaceSetattr(t *testing.T, e *escEnv) {
-	host := e.s.hostData(e.a)
+	host := e.s.HostData(e.a)
 	escPut(unix.AT_FDCWD, filepath.Join(host, "xf"), "x\n", 0o666, escAlice)
 	// echo x > xf.t; chown alice xf.t; chmod 666 xf.t; mv -f xf.t xf; ln -s PUB xf.l; mv -f xf.l xf
 	e.settle(t, e.a)
@@ -708,7 +709,7 @@ func escRaceCreate(t *testing.T, e *escEnv) {
 	e.fifoReader(t, e.a, "F")
 	// ln .F cr; rm -f cr; ln -s SECRET cr; rm -f cr
 	e.settle(t, e.a)
-	x := startSwapper(t, e.s.hostData(e.a), func(x *swapper) {
+	x := startSwapper(t, e.s.HostData(e.a), func(x *swapper) {
 		x.mut(func() error { return unix.Linkat(x.dir, ".F", x.dir, "cr", 0) })
 		runtime.Gosched()
 		x.mut(func() error { return unix.Unlinkat(x.dir, "cr", 0) })
@@ -742,7 +743,7 @@ func escRaceCreate(t *testing.T, e *escEnv) {
 
 func escRaceTruncate(t *testing.T, e *escEnv) {
 	e.fifoReader(t, e.a, "F2")
-	host := e.s.hostData(e.a)
+	host := e.s.HostData(e.a)
 	escPut(unix.AT_FDCWD, filepath.Join(host, "tr"), "x\n", 0o666, escAlice)
 	// echo x > tr.t; chown alice tr.t; chmod 666 tr.t; mv -f tr.t tr; ln -f .F2 tr.f; mv -f tr.f tr
 	e.settle(t, e.a)
@@ -777,7 +778,7 @@ func escRaceTruncate(t *testing.T, e *escEnv) {
 // outside at once or after a while; the window is hit when the watcher
 // had not yet watched all of the dir's subdirs again when the swap came.
 func escRaceWatcher(t *testing.T, e *escEnv) {
-	bait := e.s.env.TempDir(t)
+	bait := e.s.Env.TempDir(t)
 	zz := filepath.Join(bait, "zz")
 	inner := filepath.Join(zz, "inner")
 	must(t, os.MkdirAll(inner, 0o700))
@@ -795,7 +796,7 @@ func escRaceWatcher(t *testing.T, e *escEnv) {
 		t.Fatal(err)
 	}
 	e.sh(t, e.a, `mkdir -p /data/wprep/w/zz && i=0; while [ $i -lt 400 ]; do mkdir /data/wprep/w/a$i; i=$((i+1)); done`)
-	host := e.s.hostData(e.a)
+	host := e.s.HostData(e.a)
 	ents, err := os.ReadDir(filepath.Join(host, "wprep", "w"))
 	must(t, err)
 	sub := map[uint64]bool{}
@@ -874,8 +875,8 @@ func escRaceWatcher(t *testing.T, e *escEnv) {
 // directory on the host throughout: through data/, as on a local disk,
 // it stays usable, through the held fd and by its path.
 func escHeldDirRenamed(t *testing.T, e *escEnv) {
-	native := e.s.env.TempDir(t)
-	host := e.s.hostData(e.a)
+	native := e.s.Env.TempDir(t)
+	host := e.s.HostData(e.a)
 	for _, c := range []struct{ what, dir, hostDir string }{
 		{"native ext4", native, native},
 		{"data/", e.data(e.a), host},
@@ -941,10 +942,10 @@ func escHeldDirRenamed(t *testing.T, e *escEnv) {
 // must not make the bot's later removal look like memohfs's own, which
 // would leave the dir in the kernel's cache for the entry TTL.)
 func escGoneAgain(t *testing.T, e *escEnv) {
-	native := e.s.env.TempDir(t)
+	native := e.s.Env.TempDir(t)
 	for _, c := range []struct{ what, dir, hostDir string }{
 		{"native ext4", native, native},
-		{"data/", e.data(e.a), e.s.hostData(e.a)},
+		{"data/", e.data(e.a), e.s.HostData(e.a)},
 	} {
 		p, h := filepath.Join(c.dir, "gone-again"), filepath.Join(c.hostDir, "gone-again")
 		must(t, os.WriteFile(p, nil, 0o644))
@@ -980,12 +981,12 @@ func escGoneAgain(t *testing.T, e *escEnv) {
 // watch limit, and then a file of data/'s top is served uncached, so the
 // marker shows before the watcher is past the changes.
 func escOverflowMissing(t *testing.T, e *escEnv) {
-	host := e.s.hostData(e.a)
+	host := e.s.HostData(e.a)
 	p := e.data(e.a, "ovf-new")
 	if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("%s: %v", p, err)
 	}
-	overflows := e.s.fs.WatchOverflows(e.a)
+	overflows := e.s.FS.WatchOverflows(e.a)
 	must(t, os.WriteFile(filepath.Join(host, "ovf-a"), nil, 0o644))
 	t.Cleanup(func() { escRemove(host, "ovf-a", "ovf-b", "ovf-d", "ovf-e", "ovf-new") })
 	fd, err := unix.Open(host, unix.O_RDONLY|unix.O_DIRECTORY, 0)
@@ -1017,18 +1018,18 @@ func escOverflowMissing(t *testing.T, e *escEnv) {
 	must(t, os.WriteFile(filepath.Join(host, "ovf-new"), nil, 0o644))
 	if !e.binds { // with binds the kernel serves data/: nothing is watched, nothing lost
 		waitFor(t, 2*time.Minute, "the watcher losing the bot's events (the window)", func() bool {
-			return e.s.fs.WatchOverflows(e.a) > overflows
+			return e.s.FS.WatchOverflows(e.a) > overflows
 		})
 	}
 	waitFor(t, time.Minute, "ovf-new, made by the bot, seen through data/ (the kernel's negative entry dropped)", func() bool {
 		_, err := os.Lstat(p)
 		return err == nil
 	})
-	t.Logf("%d renames by the bot, then ovf-new made; the watcher lost events %d times, and ovf-new was seen", n+2000, e.s.fs.WatchOverflows(e.a)-overflows)
+	t.Logf("%d renames by the bot, then ovf-new made; the watcher lost events %d times, and ovf-new was seen", n+2000, e.s.FS.WatchOverflows(e.a)-overflows)
 }
 
 func escDotDot(t *testing.T, e *escEnv) {
-	m := e.s.mnt
+	m := e.s.Mnt
 	e.expect(t, escAlice, escErr(syscall.EACCES), "read", m+"/esca/data/../../escb/data/note")
 	e.expect(t, escAlice, escErr(syscall.EACCES), "ls", m+"/esca/../escb")
 	e.expect(t, escAlice, escErr(syscall.EACCES), "create", m+"/esca/data/../../escb/data/esc-new", "PWN\n")
@@ -1046,25 +1047,25 @@ func escCtlNames(t *testing.T, e *escEnv) {
 		"snapshot .hidden", "snapshot /etc", "snapshot -x", "snapshot " + strings.Repeat("s", 129),
 		"restore ../../x", "restore /etc/passwd", "restore a/b", "restore ..", "restore .",
 	} {
-		err := e.s.ctl(e.a, text)
-		if errnoOf(err) != syscall.EINVAL {
+		err := e.s.Ctl(e.a, text)
+		if fileOpErrno(err) != syscall.EINVAL {
 			t.Errorf("%q > ctl: %v, want EINVAL", text, err)
 		}
-		if msg := e.s.read(e.a, "err"); !strings.Contains(msg, "name") {
+		if msg := e.s.ReadOrError(e.a, "err"); !strings.Contains(msg, "name") {
 			t.Errorf("%q > ctl: err says %q", text, msg)
 		}
 	}
 	// The owner through the shell, the same.
 	// /bin/echo: dash's builtin says "I/O error" for any failed write.
-	out, err := e.s.asUser(escAlice, `/bin/echo 'snapshot ../../x' > $M/esca/ctl`)
+	out, err := e.s.AsUser(escAlice, `/bin/echo 'snapshot ../../x' > $M/esca/ctl`)
 	if err == nil || !strings.Contains(out, "Invalid argument") {
-		t.Errorf("alice: snapshot ../../x: %v %q (err: %q)", err, out, e.s.read(e.a, "err"))
+		t.Errorf("alice: snapshot ../../x: %v %q (err: %q)", err, out, e.s.ReadOrError(e.a, "err"))
 	}
 	if after := e.snapDirs(t); after != before {
 		t.Errorf("snapshot dirs changed: %s -> %s", before, after)
 	}
-	for _, p := range []string{"/tmp/esc-x", filepath.Join(e.s.root, "x"), filepath.Join(e.s.root, "snapshots", "x"),
-		filepath.Join(e.s.root, "snapshots", "a")} {
+	for _, p := range []string{"/tmp/esc-x", filepath.Join(e.s.Root, "x"), filepath.Join(e.s.Root, "snapshots", "x"),
+		filepath.Join(e.s.Root, "snapshots", "a")} {
 		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s exists: %v", p, err)
 		}
@@ -1074,9 +1075,9 @@ func escCtlNames(t *testing.T, e *escEnv) {
 func escSnapshotNames(t *testing.T, e *escEnv) {
 	before := e.snapDirs(t)
 	for _, name := range []string{".x", "-x", "a b", `a\b`, "x\ny", "x:y", strings.Repeat("s", 129)} {
-		e.expect(t, escAlice, escErr(syscall.EINVAL), "mkdir", e.s.path(e.a, "snapshots", name))
+		e.expect(t, escAlice, escErr(syscall.EINVAL), "mkdir", e.s.Path(e.a, "snapshots", name))
 	}
-	e.expect(t, escAlice, escErr(syscall.ENAMETOOLONG), "mkdir", e.s.path(e.a, "snapshots", strings.Repeat("s", 256)))
+	e.expect(t, escAlice, escErr(syscall.ENAMETOOLONG), "mkdir", e.s.Path(e.a, "snapshots", strings.Repeat("s", 256)))
 	if after := e.snapDirs(t); after != before {
 		t.Errorf("snapshot dirs changed: %s -> %s", before, after)
 	}
@@ -1084,10 +1085,10 @@ func escSnapshotNames(t *testing.T, e *escEnv) {
 
 func escBotNames(t *testing.T, e *escEnv) {
 	for _, name := range []string{"Bad", "a.b", "a b", "-x", "_x", ".x", "x\ny", "x:y", "ä", strings.Repeat("a", 64)} {
-		e.expect(t, escAlice, escErr(syscall.EINVAL), "mkdir", e.s.path(name))
+		e.expect(t, escAlice, escErr(syscall.EINVAL), "mkdir", e.s.Path(name))
 	}
-	e.expect(t, escAlice, escErr(syscall.ENAMETOOLONG), "mkdir", e.s.path(strings.Repeat("a", 256)))
-	ents, err := os.ReadDir(filepath.Join(e.s.root, "bots"))
+	e.expect(t, escAlice, escErr(syscall.ENAMETOOLONG), "mkdir", e.s.Path(strings.Repeat("a", 256)))
+	ents, err := os.ReadDir(filepath.Join(e.s.Root, "bots"))
 	must(t, err)
 	var names []string
 	for _, d := range ents {
@@ -1103,19 +1104,19 @@ func escHardlinks(t *testing.T, e *escEnv) {
 	if code == 0 || strings.Count(out, "ross-device") != 2 {
 		t.Errorf("hard links from the container's rootfs into /data: %d %q", code, out)
 	}
-	if err := os.Link(e.pub, e.data(e.a, "hl-pub")); errnoOf(err) != syscall.EXDEV {
+	if err := os.Link(e.pub, e.data(e.a, "hl-pub")); fileOpErrno(err) != syscall.EXDEV {
 		t.Errorf("root: link a host file into data/: %v, want EXDEV", err)
 	}
 	e.expect(t, escAlice, escErr(syscall.EXDEV), "link", e.pub, e.data(e.a, "hl-pub2"))
-	if err := os.Link(e.s.path(e.b, "data", "note"), e.data(e.a, "hl-b")); errnoOf(err) != syscall.EXDEV {
+	if err := os.Link(e.s.Path(e.b, "data", "note"), e.data(e.a, "hl-b")); fileOpErrno(err) != syscall.EXDEV {
 		t.Errorf("root: link bob's file into alice's data/: %v, want EXDEV", err)
 	}
 	e.sh(t, e.a, "echo mine > /data/hl-src")
-	if err := os.Link(e.data(e.a, "hl-src"), filepath.Join(e.can, "hl-out")); errnoOf(err) != syscall.EXDEV {
+	if err := os.Link(e.data(e.a, "hl-src"), filepath.Join(e.can, "hl-out")); fileOpErrno(err) != syscall.EXDEV {
 		t.Errorf("root: link a data/ file out of the mount: %v, want EXDEV", err)
 	}
 	e.expect(t, escAlice, escErr(syscall.EXDEV), "link", e.data(e.a, "hl-src"), "/tmp/esc-hl-out")
-	ents, err := os.ReadDir(e.s.hostData(e.a))
+	ents, err := os.ReadDir(e.s.HostData(e.a))
 	must(t, err)
 	for _, d := range ents {
 		if strings.HasPrefix(d.Name(), "hl-") && d.Name() != "hl-src" {
@@ -1129,7 +1130,7 @@ func escHardlinks(t *testing.T, e *escEnv) {
 
 func escDevices(t *testing.T, e *escEnv) {
 	e.sh(t, e.a, fmt.Sprintf("mknod /data/cdev c 1 5 && mknod /data/bdev b %d %d && chmod 666 /data/cdev /data/bdev", e.loopMaj, e.loopMin))
-	opts := escMountOptions(t, e.s.mnt)
+	opts := escMountOptions(t, e.s.Mnt)
 	for _, o := range []string{"nosuid", "nodev"} {
 		if !opts[o] {
 			t.Errorf("the mount lacks %s: %v", o, opts)
@@ -1153,7 +1154,7 @@ func escDevices(t *testing.T, e *escEnv) {
 		e.expect(t, escAlice, escErr(syscall.EACCES), "read", e.data(e.a, name))
 		e.expect(t, escAlice, escErr(syscall.EACCES), "rdwr", e.data(e.a, name), "PWN")
 	}
-	if err := os.Truncate(e.data(e.a, "bdev"), 0); errnoOf(err) != syscall.EINVAL {
+	if err := os.Truncate(e.data(e.a, "bdev"), 0); fileOpErrno(err) != syscall.EINVAL {
 		t.Errorf("truncate of the device through the mount: %v, want EINVAL", err)
 	}
 	// Root may make a device node through the mount (tar x of a root
@@ -1171,7 +1172,7 @@ func escDevices(t *testing.T, e *escEnv) {
 
 func escDeviceHostPath(t *testing.T, e *escEnv) {
 	e.sh(t, e.a, fmt.Sprintf("[ -b /data/bdev ] || mknod /data/bdev b %d %d; chmod 666 /data/bdev; ln -s %s/bdev /data/bdev-host",
-		e.loopMaj, e.loopMin, e.s.hostData(e.a)))
+		e.loopMaj, e.loopMin, e.s.HostData(e.a)))
 	p := e.data(e.a, "bdev-host")
 	e.expect(t, escAlice, e.viaLink(escErr(syscall.EACCES)), "read", p)
 	e.expect(t, escAlice, e.viaLink(escErr(syscall.EACCES)), "rdwr", p, "PWN-THROUGH-HOST-PATH")
@@ -1200,10 +1201,10 @@ func escFifo(t *testing.T, e *escEnv) {
 	if strings.Contains(out, "BOTDATA") != e.binds {
 		t.Errorf("a reader through data/ got the bot's fifo data: %v, want %v (binds %v)", strings.Contains(out, "BOTDATA"), e.binds, e.binds)
 	}
-	if _, err := os.ReadFile(e.s.path(e.a, "status")); err != nil {
+	if _, err := os.ReadFile(e.s.Path(e.a, "status")); err != nil {
 		t.Errorf("memohfs after the fifo opens: %v", err)
 	}
-	must(t, os.WriteFile(filepath.Join(e.s.hostData(e.a), ".stop-fifo"), nil, 0o644))
+	must(t, os.WriteFile(filepath.Join(e.s.HostData(e.a), ".stop-fifo"), nil, 0o644))
 	e.sh(t, e.a, "timeout 2 cat /data/fifo >/dev/null; true")
 	t.Logf("bot: %s", stop())
 }
@@ -1214,18 +1215,18 @@ func escSnapshotHostile(t *testing.T, e *escEnv) {
 		echo plain > plain && ln -s %s /l-secret-rootfs && mknod /rootfs-bdev b %d %d && chmod 666 /rootfs-bdev`,
 		e.secret, e.sealed, strings.Repeat("../", 24)+strings.TrimPrefix(e.sealed, "/"), e.loopMaj, e.loopMin,
 		e.secret, e.loopMaj, e.loopMin))
-	out, err := e.run(t, escAlice, 60*time.Second, "mkdir", e.s.path(e.a, "snapshots", "s-hostile"))
+	out, err := e.run(t, escAlice, 60*time.Second, "mkdir", e.s.Path(e.a, "snapshots", "s-hostile"))
 	if err != nil {
-		t.Fatalf("alice takes the snapshot: %v %s (err: %s)", err, out, e.s.read(e.a, "err"))
+		t.Fatalf("alice takes the snapshot: %v %s (err: %s)", err, out, e.s.ReadOrError(e.a, "err"))
 	}
-	view := e.s.path(e.a, "snapshots", "s-hostile", "data", "hostile")
+	view := e.s.Path(e.a, "snapshots", "s-hostile", "data", "hostile")
 	if e.binds {
 		// The views are bound once the snapshot is first looked up.
 		for _, v := range []string{"data", "rootfs"} {
-			p := e.s.path(e.a, "snapshots", "s-hostile", v)
+			p := e.s.Path(e.a, "snapshots", "s-hostile", v)
 			waitFor(t, time.Minute, "the "+v+" view bound", func() bool {
 				var st, mnt unix.Stat_t
-				return unix.Stat(e.s.mnt, &mnt) == nil && unix.Stat(p, &st) == nil && st.Dev != mnt.Dev
+				return unix.Stat(e.s.Mnt, &mnt) == nil && unix.Stat(p, &st) == nil && st.Dev != mnt.Dev
 			})
 		}
 	}
@@ -1255,11 +1256,11 @@ func escSnapshotHostile(t *testing.T, e *escEnv) {
 	e.expect(t, 0, escErr(syscall.EROFS), "create", filepath.Join(view, "new"), "x")
 	e.expect(t, 0, escErr(syscall.EROFS), "create", filepath.Join(view, "l-etc-new"), "x")
 	// The host copy holds links as links, and no canary bytes.
-	copyDir, err := e.s.c.SnapshotData(t.Context(), e.a, "s-hostile")
+	copyDir, err := e.s.Control.SnapshotData(t.Context(), e.a, "s-hostile")
 	must(t, err)
 	e.noCanaryBytes(t, copyDir)
 	// The rootfs view: links shown as links, devices not opened.
-	rootfs := e.s.path(e.a, "snapshots", "s-hostile", "rootfs")
+	rootfs := e.s.Path(e.a, "snapshots", "s-hostile", "rootfs")
 	e.expect(t, escAlice, "ok "+e.secret, "readlink", filepath.Join(rootfs, "l-secret-rootfs"))
 	e.expect(t, escAlice, e.viaLink(escErr(syscall.EACCES)), "read", filepath.Join(rootfs, "l-secret-rootfs"))
 	fd, err := unix.Open(filepath.Join(rootfs, "rootfs-bdev"), unix.O_RDONLY|unix.O_NONBLOCK, 0)
@@ -1278,7 +1279,7 @@ func escRestoreHostile(t *testing.T, e *escEnv) {
 	if st := e.state(t, e.a); st != "running" {
 		t.Errorf("after restore: %s", st)
 	}
-	host := filepath.Join(e.s.hostData(e.a), "hostile")
+	host := filepath.Join(e.s.HostData(e.a), "hostile")
 	for name, target := range map[string]string{"l-secret": e.secret, "l-sealed": e.sealed} {
 		if got, err := os.Readlink(filepath.Join(host, name)); err != nil || got != target {
 			t.Errorf("restored %s: %q %v, want a link to %s", name, got, err, target)
@@ -1290,13 +1291,13 @@ func escRestoreHostile(t *testing.T, e *escEnv) {
 		}
 	}
 	e.expect(t, escAlice, e.viaLink(escErr(syscall.EACCES)), "read", e.data(e.a, "hostile", "l-secret"))
-	e.noCanaryBytes(t, e.s.hostData(e.a))
+	e.noCanaryBytes(t, e.s.HostData(e.a))
 }
 
 func escSkills(t *testing.T, e *escEnv) {
 	e.sh(t, e.a, "mkdir -p /data/.skills/real && echo real > /data/.skills/real/SKILL.md")
 	e.sh(t, e.a, "mv /data/.skills /data/.skills.real && ln -s "+e.sealed+" /data/.skills")
-	skills := e.s.path(e.a, "skills")
+	skills := e.s.Path(e.a, "skills")
 	ents, err := os.ReadDir(skills)
 	for _, d := range ents {
 		if d.Name() == "keep" || d.Name() == "sub" {
@@ -1335,7 +1336,7 @@ func escSkills(t *testing.T, e *escEnv) {
 func escSetuid(t *testing.T, e *escEnv) {
 	// The bot writes a binary (here the host's id, which does not drop
 	// privileges as busybox does) and makes it setuid root.
-	host := filepath.Join(e.s.hostData(e.a), "suid-id")
+	host := filepath.Join(e.s.HostData(e.a), "suid-id")
 	escCopy(t, "/usr/bin/id", host, 0o755)
 	e.sh(t, e.a, "chmod 4755 /data/suid-id")
 	var st unix.Stat_t
@@ -1344,7 +1345,7 @@ func escSetuid(t *testing.T, e *escEnv) {
 		t.Fatalf("the bot's setuid binary on the host: %o uid %d", st.Mode&0o7777, st.Uid)
 	}
 	// Control: the same binary elsewhere on this disk does run as root.
-	ctlDir := e.s.env.TempDir(t)
+	ctlDir := e.s.Env.TempDir(t)
 	must(t, os.Chmod(ctlDir, 0o755))
 	escCopy(t, "/usr/bin/id", filepath.Join(ctlDir, "suid-id"), 0o755)
 	must(t, syscall.Chmod(filepath.Join(ctlDir, "suid-id"), 0o4755)) // os.Chmod wants os.ModeSetuid
@@ -1361,7 +1362,7 @@ func escSetuid(t *testing.T, e *escEnv) {
 }
 
 func escSetuidHostPath(t *testing.T, e *escEnv) {
-	host := filepath.Join(e.s.hostData(e.a), "suid-id")
+	host := filepath.Join(e.s.HostData(e.a), "suid-id")
 	if _, err := os.Lstat(host); err != nil {
 		escCopy(t, "/usr/bin/id", host, 0o755)
 		e.sh(t, e.a, "chmod 4755 /data/suid-id")
@@ -1399,7 +1400,7 @@ func escDeepChain(t *testing.T, e *escEnv) {
 	const levels = 24 // 24 names of 201 bytes: a path of about 4.9 KiB
 	long := strings.Repeat("d", 200)
 	// Made with *at calls on the host (a shell's cd stops at PATH_MAX).
-	fd, err := unix.Open(e.s.hostData(e.b), unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	fd, err := unix.Open(e.s.HostData(e.b), unix.O_DIRECTORY|unix.O_RDONLY, 0)
 	must(t, err)
 	name := "deep"
 	for i := 0; i <= levels; i++ {
@@ -1414,9 +1415,9 @@ func escDeepChain(t *testing.T, e *escEnv) {
 	unix.Write(leaf, []byte("bottom\n"))
 	unix.Close(leaf)
 	unix.Close(fd)
-	t.Cleanup(func() { os.RemoveAll(filepath.Join(e.s.hostData(e.b), "deep")) })
+	t.Cleanup(func() { os.RemoveAll(filepath.Join(e.s.HostData(e.b), "deep")) })
 	begin := time.Now()
-	out, err := e.run(t, 0, 60*time.Second, "find", e.s.path(e.b, "data", "deep"))
+	out, err := e.run(t, 0, 60*time.Second, "find", e.s.Path(e.b, "data", "deep"))
 	lines := strings.Count(out, "\n")
 	t.Logf("find through the mount: %v after %s, %d lines; %s", err, time.Since(begin).Round(time.Millisecond), lines, escTail(out, 300))
 	switch {
@@ -1428,22 +1429,22 @@ func escDeepChain(t *testing.T, e *escEnv) {
 	default:
 		t.Errorf("find through the mount: %v %d lines %s", err, lines, escTail(out, 500))
 	}
-	if _, err := os.ReadFile(e.s.path(e.b, "status")); err != nil {
+	if _, err := os.ReadFile(e.s.Path(e.b, "status")); err != nil {
 		t.Errorf("memohfs after the walk: %v", err)
 	}
 	// A snapshot of it: done, or refused cleanly; never half left behind.
 	done := make(chan error, 1)
-	go func() { done <- e.s.ctl(e.b, "snapshot s-deep") }()
+	go func() { done <- e.s.Ctl(e.b, "snapshot s-deep") }()
 	select {
 	case err := <-done:
-		t.Logf("snapshot of the deep chain: %v (err: %q)", err, strings.TrimSpace(e.s.read(e.b, "err")))
-		if err != nil && errnoOf(err) != syscall.EIO {
+		t.Logf("snapshot of the deep chain: %v (err: %q)", err, strings.TrimSpace(e.s.ReadOrError(e.b, "err")))
+		if err != nil && fileOpErrno(err) != syscall.EIO {
 			t.Errorf("snapshot of the deep chain: %v", err)
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("snapshot of the deep chain hung")
 	}
-	ents, _ := os.ReadDir(filepath.Join(e.s.root, "snapshots", e.b))
+	ents, _ := os.ReadDir(filepath.Join(e.s.Root, "snapshots", e.b))
 	for _, d := range ents {
 		if strings.HasPrefix(d.Name(), ".tmp-") {
 			t.Errorf("a half-made snapshot is left: %s", d.Name())
@@ -1455,7 +1456,7 @@ func escDeepChain(t *testing.T, e *escEnv) {
 }
 
 func escRmdir(t *testing.T, e *escEnv) {
-	host := e.s.hostData(e.c)
+	host := e.s.HostData(e.c)
 	created := filepath.Join(e.can, "created-by-rmdir")
 	for name, target := range map[string]string{"l-secret": e.secret, "l-sealed": e.sealed, "l-dang": created, "l-keep": e.keep} {
 		must(t, os.Symlink(target, filepath.Join(host, name)))
@@ -1463,14 +1464,14 @@ func escRmdir(t *testing.T, e *escEnv) {
 	must(t, unix.Mkfifo(filepath.Join(host, "fifo"), 0o666))
 	must(t, unix.Mknod(filepath.Join(host, "bdev"), unix.S_IFBLK|0o666, int(unix.Mkdev(e.loopMaj, e.loopMin))))
 	e.ctl(t, e.c, "snapshot s1")
-	out, err := e.run(t, escAlice, 60*time.Second, "rmdir", e.s.path(e.c))
+	out, err := e.run(t, escAlice, 60*time.Second, "rmdir", e.s.Path(e.c))
 	if err != nil {
-		t.Fatalf("alice rmdir: %v %s (err: %s)", err, out, e.s.read(e.c, "err"))
+		t.Fatalf("alice rmdir: %v %s (err: %s)", err, out, e.s.ReadOrError(e.c, "err"))
 	}
 	if _, err := os.Lstat(host); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the data dir is still there: %v", err)
 	}
-	trash, _ := filepath.Glob(filepath.Join(e.s.root, "trash", e.c+"-*"))
+	trash, _ := filepath.Glob(filepath.Join(e.s.Root, "trash", e.c+"-*"))
 	if len(trash) != 1 {
 		t.Fatalf("trash: %v", trash)
 	}
@@ -1547,11 +1548,11 @@ func escResult(err error) string {
 	if err == nil {
 		return "ok"
 	}
-	return escErr(errnoOf(err))
+	return escErr(fileOpErrno(err))
 }
 
 func (e *escEnv) data(bot string, p ...string) string {
-	return e.s.path(append([]string{bot, "data"}, p...)...)
+	return e.s.Path(append([]string{bot, "data"}, p...)...)
 }
 
 // run runs argv as uid (0: as root) with $M the mount, killed after
@@ -1568,7 +1569,7 @@ func (e *escEnv) run(t *testing.T, uid uint32, timeout time.Duration, argv ...st
 	// minutes in escSetuid). env's execve happens in a process of its own.
 	cmd := exec.CommandContext(ctx, "/usr/bin/env", append([]string{"--"}, argv...)...)
 	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "M=" + e.s.mnt, "HOME=/", "LC_ALL=C"}
+	cmd.Env = []string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "M=" + e.s.Mnt, "HOME=/", "LC_ALL=C"}
 	if uid != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
 	}
@@ -1615,7 +1616,7 @@ func (e *escEnv) shCode(t *testing.T, bot, script string) (string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	code, err := e.s.rt.Exec(ctx, bot, []string{"sh", "-c", script}, &stdout, &stderr)
+	code, err := e.s.Runtime.Exec(ctx, bot, []string{"sh", "-c", script}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("exec in %s: %v", bot, err)
 	}
@@ -1627,14 +1628,14 @@ func (e *escEnv) shCode(t *testing.T, bot, script string) (string, int) {
 func (e *escEnv) race(t *testing.T, bot, name, pre, body, post string) (stop func() string) {
 	t.Helper()
 	flag := "/data/.stop-" + name
-	hostFlag := filepath.Join(e.s.hostData(bot), ".stop-"+name)
+	hostFlag := filepath.Join(e.s.HostData(bot), ".stop-"+name)
 	os.Remove(hostFlag)
 	script := pre + "\nn=0; while [ ! -e " + flag + " ] && [ $n -lt 1000000 ]; do " + body + "; n=$((n+1)); done\n" + post + "\necho rounds=$n"
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	done := make(chan string, 1)
 	go func() {
 		var stdout, stderr bytes.Buffer
-		code, err := e.s.rt.Exec(ctx, bot, []string{"sh", "-c", script}, &stdout, &stderr)
+		code, err := e.s.Runtime.Exec(ctx, bot, []string{"sh", "-c", script}, &stdout, &stderr)
 		done <- fmt.Sprintf("exit %d %v %s%s", code, err, strings.TrimSpace(stdout.String()), escTail(stderr.String(), 200))
 	}()
 	time.Sleep(100 * time.Millisecond)
@@ -1669,7 +1670,7 @@ func (e *escEnv) fifoReader(t *testing.T, bot, name string) {
 	e.sh(t, bot, "rm -f "+f+" "+f+"-opens "+f+"-stop && mkfifo -m 666 "+f+" && : > "+f+"-opens && "+
 		"( while :; do cat "+f+" > /dev/null; [ -e "+f+"-stop ] && break; echo o >> "+f+"-opens; done ) </dev/null >/dev/null 2>&1 &")
 	t.Cleanup(func() {
-		os.WriteFile(filepath.Join(e.s.hostData(bot), "."+name+"-stop"), nil, 0o644)
+		os.WriteFile(filepath.Join(e.s.HostData(bot), "."+name+"-stop"), nil, 0o644)
 		e.shCode(t, bot, "timeout 2 sh -c ': > "+f+"'; true")
 	})
 }
@@ -1682,7 +1683,7 @@ func (e *escEnv) fifoWriter(t *testing.T, bot, name string) {
 	e.sh(t, bot, "rm -f "+f+" "+f+"-opens "+f+"-stop && mkfifo -m 666 "+f+" && : > "+f+"-opens && "+
 		"( while :; do ( echo x > "+f+" ) 2>/dev/null; [ -e "+f+"-stop ] && break; echo o >> "+f+"-opens; done ) </dev/null >/dev/null 2>&1 &")
 	t.Cleanup(func() {
-		os.WriteFile(filepath.Join(e.s.hostData(bot), "."+name+"-stop"), nil, 0o644)
+		os.WriteFile(filepath.Join(e.s.HostData(bot), "."+name+"-stop"), nil, 0o644)
 		e.shCode(t, bot, "timeout 2 cat "+f+" >/dev/null; true")
 	})
 }
@@ -1696,7 +1697,7 @@ func (e *escEnv) fifoUntouched(t *testing.T, bot, name string, victim int) {
 	if !e.binds {
 		victim = 0
 	}
-	host := filepath.Join(e.s.hostData(bot), "."+name)
+	host := filepath.Join(e.s.HostData(bot), "."+name)
 	b, err := os.ReadFile(host + "-opens")
 	must(t, err)
 	if n := strings.Count(string(b), "o\n"); n > victim {
@@ -1712,11 +1713,11 @@ func (e *escEnv) fifoUntouched(t *testing.T, bot, name string, victim int) {
 func (e *escEnv) ctl(t *testing.T, bot, text string) {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- e.s.ctl(bot, text) }()
+	go func() { done <- e.s.Ctl(bot, text) }()
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("%s > %s/ctl: %v (err: %s)", text, bot, err, e.s.read(bot, "err"))
+			t.Fatalf("%s > %s/ctl: %v (err: %s)", text, bot, err, e.s.ReadOrError(bot, "err"))
 		}
 	case <-time.After(90 * time.Second):
 		t.Fatalf("%s > %s/ctl hung", text, bot)
@@ -1725,7 +1726,7 @@ func (e *escEnv) ctl(t *testing.T, bot, text string) {
 
 func (e *escEnv) state(t *testing.T, bot string) string {
 	t.Helper()
-	st, err := control.ParseStatus(e.s.read(bot, "status"))
+	st, err := control.ParseStatus(e.s.ReadOrError(bot, "status"))
 	if err != nil {
 		t.Fatalf("status of %s: %v", bot, err)
 	}
@@ -1734,16 +1735,16 @@ func (e *escEnv) state(t *testing.T, bot string) string {
 
 func (e *escEnv) bobUntouched(t *testing.T) {
 	t.Helper()
-	escWantFile(t, filepath.Join(e.s.hostData(e.b), "note"), escBobText)
+	escWantFile(t, filepath.Join(e.s.HostData(e.b), "note"), escBobText)
 	for _, n := range []string{"esc-new"} {
-		if _, err := os.Lstat(filepath.Join(e.s.hostData(e.b), n)); !errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(filepath.Join(e.s.HostData(e.b), n)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s in bob's data: %v", n, err)
 		}
 	}
 	if st := e.state(t, e.b); st != "running" {
 		t.Errorf("bob's bot: %s", st)
 	}
-	if ents, err := os.ReadDir(filepath.Join(e.s.root, "snapshots", e.b)); err == nil && len(ents) > 0 {
+	if ents, err := os.ReadDir(filepath.Join(e.s.Root, "snapshots", e.b)); err == nil && len(ents) > 0 {
 		t.Errorf("bob's bot has snapshots: %v", ents)
 	}
 }
@@ -1752,8 +1753,8 @@ func (e *escEnv) bobUntouched(t *testing.T) {
 func (e *escEnv) snapDirs(t *testing.T) string {
 	t.Helper()
 	var out []string
-	filepath.WalkDir(filepath.Join(e.s.root, "snapshots"), func(p string, d fs.DirEntry, err error) error {
-		rel, _ := filepath.Rel(e.s.root, p)
+	filepath.WalkDir(filepath.Join(e.s.Root, "snapshots"), func(p string, d fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(e.s.Root, p)
 		out = append(out, rel)
 		if strings.Count(rel, "/") >= 2 && d != nil && d.IsDir() {
 			return filepath.SkipDir

@@ -302,7 +302,7 @@ const xSecretText = "XCANARY-SECRET-ab12\n"
 
 func (e *escEnv) newXCanary(t *testing.T) *xCanary {
 	t.Helper()
-	d := e.s.env.TempDir(t)
+	d := e.s.Env.TempDir(t)
 	must(t, os.Chmod(d, 0o755))
 	c := &xCanary{dir: d, secret: filepath.Join(d, "secret"), sealed: filepath.Join(d, "sealed")}
 	c.through = filepath.Join(c.sealed, "through")
@@ -529,7 +529,7 @@ func (xt *xTarget) checkHostile(x *swapper, v xVictim, s string, k xKind, st *un
 // root file, and the slots with one hostile object of each kind.
 func (e *escEnv) newXTarget(t *testing.T, name string, v xVictim, c *xCanary, link string, kinds []xKind, fifoR, fifoW string) *xTarget {
 	t.Helper()
-	host := e.s.hostData(e.a)
+	host := e.s.HostData(e.a)
 	xt := &xTarget{e: e, host: host, name: name, kinds: kinds, fifoR: "." + fifoR, fifoW: "." + fifoW,
 		root: "." + name + ".root", link: link, canary: c}
 	escWrite(t, filepath.Join(host, xt.root), xRootText, 0o600)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/splice"
 	"github.com/memohfs/memohfs/internal/testenv"
+	"github.com/memohfs/memohfs/internal/teststack"
 	"golang.org/x/sys/unix"
 )
 
@@ -323,7 +324,7 @@ func TestHygiene(t *testing.T) {
 			return
 		}
 		t.Logf("the stack's cleanups (unmount, views, controller, store, runtime) took %v", time.Since(teardown).Round(time.Millisecond))
-		for _, dir := range []string{s.mnt, mntDir, s.cfg.StateDir} {
+		for _, dir := range []string{s.Mnt, mntDir, s.RuntimeConfig.StateDir} {
 			if left := testenv.MountsUnder(dir); len(left) > 0 {
 				t.Errorf("mounts left under %s after the unmount: %v", dir, left)
 			}
@@ -333,18 +334,18 @@ func TestHygiene(t *testing.T) {
 			t.Logf("observation: held after the stack's cleanups, beyond what the process had before the stack:\n%s", g)
 		}
 	})
-	s = newStack(t, stackOptions{})
+	s = newStack(t, teststack.Options{})
 	t.Cleanup(func() { teardown = time.Now() }) // runs first of the stack's
-	mntDir = filepath.Dir(s.mnt)
+	mntDir = filepath.Dir(s.Mnt)
 	const bot, snap = "hyg", "s1"
-	p := func(rel ...string) string { return s.path(append([]string{bot}, rel...)...) }
+	p := func(rel ...string) string { return s.Path(append([]string{bot}, rel...)...) }
 
-	must(t, os.Mkdir(s.path(bot), 0o755))
+	must(t, os.Mkdir(s.Path(bot), 0o755))
 	must(t, os.WriteFile(p("data", "note"), []byte("note\n"), 0o644))
 	must(t, os.MkdirAll(p("data", "dir", "sub"), 0o755))
 	must(t, os.MkdirAll(p("skills", "demo"), 0o755))
 	must(t, os.WriteFile(p("skills", "demo", "SKILL.md"), []byte("# demo\n"), 0o644))
-	s.mustCtl(bot, "start")
+	s.MustCtl(bot, "start")
 	must(t, os.Mkdir(p("snapshots", snap), 0o755))
 	// A regular file of the snapshot's rootfs to open.
 	rootfsFile := ""
@@ -385,7 +386,7 @@ func TestHygiene(t *testing.T) {
 			case 0:
 				_, err = f.WriteString("autostart off\n")
 			case 10:
-				if _, werr := f.WriteString("bogus\n"); errnoOf(werr) != syscall.EINVAL {
+				if _, werr := f.WriteString("bogus\n"); fileOpErrno(werr) != syscall.EINVAL {
 					err = fmt.Errorf("bad verb: %v, want EINVAL", werr)
 				}
 			}
@@ -473,8 +474,8 @@ func TestHygiene(t *testing.T) {
 			}
 			return err
 		}, []string{"cmd"}},
-		{"/M listing", n, list(s.mnt), nil},
-		{"bot dir listing", n, list(s.path(bot)), nil},
+		{"/M listing", n, list(s.Mnt), nil},
+		{"bot dir listing", n, list(s.Path(bot)), nil},
 		{"data/ file (read, or open read-write and close)", n, func(i int) error {
 			if i%2 == 0 {
 				_, err := os.ReadFile(p("data", "note"))
@@ -514,7 +515,7 @@ func TestHygiene(t *testing.T) {
 				}
 				done <- err
 			}()
-			if err := s.ctl(bot, "autostart off"); err != nil {
+			if err := s.Ctl(bot, "autostart off"); err != nil {
 				return err
 			}
 			select {
@@ -591,13 +592,13 @@ func TestHygiene(t *testing.T) {
 		}, nil},
 		{"another bot's life: mkdir, snapshot, read its snapshot's data/ (and rootfs/ every other time), rmdir", count(4, 40), func(i int) error {
 			name := "hyg-life-" + strconv.Itoa(i)
-			if err := os.Mkdir(s.path(name), 0o755); err != nil {
+			if err := os.Mkdir(s.Path(name), 0o755); err != nil {
 				return err
 			}
-			if err := os.WriteFile(s.path(name, "data", "note"), []byte("x\n"), 0o644); err != nil {
+			if err := os.WriteFile(s.Path(name, "data", "note"), []byte("x\n"), 0o644); err != nil {
 				return err
 			}
-			if err := os.Mkdir(s.path(name, "snapshots", "s1"), 0o755); err != nil {
+			if err := os.Mkdir(s.Path(name, "snapshots", "s1"), 0o755); err != nil {
 				return err
 			}
 			views := []string{"data"}
@@ -605,15 +606,15 @@ func TestHygiene(t *testing.T) {
 				views = append(views, "rootfs")
 			}
 			for _, dir := range views {
-				if _, err := os.ReadDir(s.path(name, "snapshots", "s1", dir)); err != nil {
+				if _, err := os.ReadDir(s.Path(name, "snapshots", "s1", dir)); err != nil {
 					return err
 				}
 			}
-			if _, err := os.ReadFile(s.path(name, "snapshots", "s1", "data", "note")); err != nil {
+			if _, err := os.ReadFile(s.Path(name, "snapshots", "s1", "data", "note")); err != nil {
 				return err
 			}
 			t0 := time.Now()
-			err := syscall.Rmdir(s.path(name))
+			err := syscall.Rmdir(s.Path(name))
 			rmdirTook[len(views)-1] = append(rmdirTook[len(views)-1], time.Since(t0).Round(time.Millisecond))
 			return err
 		}, nil},
@@ -657,7 +658,7 @@ func TestHygiene(t *testing.T) {
 			}
 		}
 	}
-	mountsBefore := append(testenv.MountsUnder(mntDir), testenv.MountsUnder(s.cfg.StateDir)...)
+	mountsBefore := append(testenv.MountsUnder(mntDir), testenv.MountsUnder(s.RuntimeConfig.StateDir)...)
 	base := settledCensus(t, time.Minute)
 	t.Logf("baseline: %v; go-fuse server goroutines may float up to %d", base, fuseMax())
 
@@ -697,12 +698,12 @@ func TestHygiene(t *testing.T) {
 	}
 
 	// No mounts stacked: 1,000 rootfs listings use the one view.
-	mountsAfter := append(testenv.MountsUnder(mntDir), testenv.MountsUnder(s.cfg.StateDir)...)
+	mountsAfter := append(testenv.MountsUnder(mntDir), testenv.MountsUnder(s.RuntimeConfig.StateDir)...)
 	if !slices.Equal(mountsBefore, mountsAfter) {
 		t.Errorf("mounts under the test's dirs changed over the cycles: %v -> %v", mountsBefore, mountsAfter)
 	}
 	t.Logf("mounts under the test's dirs: %v", mountsAfter)
-	if st := s.status(bot); st.State != "running" {
+	if st := s.Status(bot); st.State != "running" {
 		t.Errorf("the bot after the cycles: %s", st.State)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/memohfs/memohfs/fsnodes"
+	"github.com/memohfs/memohfs/internal/teststack"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,7 +69,7 @@ func isoChild() int {
 		snap: os.Getenv("ISO_SNAP"), uid: uid}
 	for _, a := range isoAttempts {
 		detail, err := a.do(x)
-		code := int(errnoOf(err))
+		code := int(fileOpErrno(err))
 		if err != nil && code == 0 {
 			code = -1 // not an errno: the detail says what went wrong
 			detail += " " + err.Error()
@@ -316,32 +317,32 @@ func errnoName(e syscall.Errno) string {
 // attempt runs every isoAttempt as uid against victim, with own as the
 // attacker's own bot, in a child process of the test binary.
 func (s *stack) attempt(uid uint32, victim, own, snap string) map[string]isoResult {
-	s.t.Helper()
+	s.T.Helper()
 	exe, err := os.Executable()
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(s.t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(s.T.Context(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe)
 	cmd.Dir = "/"
-	cmd.Env = []string{isoChildEnv + "=1", "ISO_UID=" + strconv.Itoa(int(uid)), "ISO_M=" + s.mnt,
+	cmd.Env = []string{isoChildEnv + "=1", "ISO_UID=" + strconv.Itoa(int(uid)), "ISO_M=" + s.Mnt,
 		"ISO_VICTIM=" + victim, "ISO_OWN=" + own, "ISO_SNAP=" + snap, "PATH=/usr/bin:/bin"}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		s.t.Fatalf("attempts as uid %d: %v\n%s%s", uid, err, out, stderr.String())
+		s.T.Fatalf("attempts as uid %d: %v\n%s%s", uid, err, out, stderr.String())
 	}
 	res := map[string]isoResult{}
 	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
 		f := strings.SplitN(line, "\t", 3)
 		if len(f) != 3 {
-			s.t.Fatalf("attempts as uid %d: bad line %q", uid, line)
+			s.T.Fatalf("attempts as uid %d: bad line %q", uid, line)
 		}
 		code, err := strconv.Atoi(f[1])
 		if err != nil {
-			s.t.Fatalf("attempts as uid %d: bad line %q", uid, line)
+			s.T.Fatalf("attempts as uid %d: bad line %q", uid, line)
 		}
 		r := isoResult{detail: f[2]}
 		if code < 0 {
@@ -356,9 +357,9 @@ func (s *stack) attempt(uid uint32, victim, own, snap string) map[string]isoResu
 
 // checkAttempts asserts each attempt got exactly its errno.
 func (s *stack) checkAttempts(who string, res map[string]isoResult) {
-	s.t.Helper()
+	s.T.Helper()
 	refused := 0
-	nosym := escMountOptions(s.t, s.mnt)["nosymfollow"]
+	nosym := escMountOptions(s.T, s.Mnt)["nosymfollow"]
 	for _, a := range isoAttempts {
 		r, ok := res[a.name]
 		want := a.want
@@ -367,14 +368,14 @@ func (s *stack) checkAttempts(who string, res map[string]isoResult) {
 		}
 		switch {
 		case !ok:
-			s.t.Errorf("%s: %s: not tried", who, a.name)
+			s.T.Errorf("%s: %s: not tried", who, a.name)
 		case r.other || r.errno != want:
-			s.t.Errorf("%s: %s: got %s (%s), want %s", who, a.name, errnoName(r.errno), r.detail, errnoName(want))
+			s.T.Errorf("%s: %s: got %s (%s), want %s", who, a.name, errnoName(r.errno), r.detail, errnoName(want))
 		case want != 0:
 			refused++
 		}
 	}
-	s.t.Logf("%s: %d attempts refused with the expected errno, %d controls allowed", who, refused, len(isoAttempts)-refused)
+	s.T.Logf("%s: %d attempts refused with the expected errno, %d controls allowed", who, refused, len(isoAttempts)-refused)
 }
 
 // botState is everything of a bot another user's attempts could change,
@@ -390,17 +391,17 @@ type botState struct {
 }
 
 func (s *stack) botState(bot, snap string) botState {
-	s.t.Helper()
+	s.T.Helper()
 	var st botState
-	st.Status = s.read(bot, "status")
-	st.Err = s.read(bot, "err")
+	st.Status = s.ReadOrError(bot, "status")
+	st.Err = s.ReadOrError(bot, "err")
 	st.Events = s.readEventsNonblock(bot)
 	var fi syscall.Stat_t
-	must(s.t, syscall.Stat(s.path(bot), &fi))
+	must(s.T, syscall.Stat(s.Path(bot), &fi))
 	st.DirUID, st.DirMode = fi.Uid, fi.Mode
 	st.Data = map[string]string{}
-	host := s.hostData(bot)
-	must(s.t, filepath.Walk(host, func(p string, info os.FileInfo, err error) error {
+	host := s.HostData(bot)
+	must(s.T, filepath.Walk(host, func(p string, info os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
@@ -420,10 +421,10 @@ func (s *stack) botState(bot, snap string) botState {
 		return nil
 	}))
 	st.Snapshots = s.names(bot, "snapshots")
-	st.SnapInfo = s.read(bot, "snapshots", snap, "info")
-	st.SnapNote = s.read(bot, "snapshots", snap, "data", "note")
+	st.SnapInfo = s.ReadOrError(bot, "snapshots", snap, "info")
+	st.SnapNote = s.ReadOrError(bot, "snapshots", snap, "data", "note")
 	st.Bots = s.names()
-	if es, err := os.ReadDir(filepath.Join(s.root, "trash")); err == nil {
+	if es, err := os.ReadDir(filepath.Join(s.Root, "trash")); err == nil {
 		for _, e := range es {
 			st.Trash = append(st.Trash, e.Name())
 		}
@@ -433,10 +434,10 @@ func (s *stack) botState(bot, snap string) botState {
 
 // names lists a directory of the mount, as root.
 func (s *stack) names(p ...string) []string {
-	s.t.Helper()
-	es, err := os.ReadDir(s.path(p...))
+	s.T.Helper()
+	es, err := os.ReadDir(s.Path(p...))
 	if err != nil {
-		s.t.Fatalf("ls %s: %v", s.path(p...), err)
+		s.T.Fatalf("ls %s: %v", s.Path(p...), err)
 	}
 	out := []string{}
 	for _, e := range es {
@@ -447,10 +448,10 @@ func (s *stack) names(p ...string) []string {
 
 // readEventsNonblock reads the events file to its end without waiting.
 func (s *stack) readEventsNonblock(bot string) string {
-	s.t.Helper()
-	fd, err := unix.Open(s.path(bot, "events"), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	s.T.Helper()
+	fd, err := unix.Open(s.Path(bot, "events"), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		s.t.Fatalf("open events of %s: %v", bot, err)
+		s.T.Fatalf("open events of %s: %v", bot, err)
 	}
 	defer unix.Close(fd)
 	var out []byte
@@ -458,7 +459,7 @@ func (s *stack) readEventsNonblock(bot string) string {
 	for {
 		n, err := unix.Read(fd, buf)
 		if err != nil {
-			s.t.Fatalf("read events of %s: %v", bot, err)
+			s.T.Fatalf("read events of %s: %v", bot, err)
 		}
 		if n == 0 {
 			return string(out)
@@ -484,13 +485,13 @@ func diffState(a, b botState) string {
 // /M or ownership decides), each refused attempt changes nothing, the
 // same holds the other way round, and root sees and reads all.
 func TestIsolation(t *testing.T) {
-	s := newStack(t, stackOptions{FS: fsnodes.Options{AllowOther: true}})
+	s := newStack(t, teststack.Options{FS: fsnodes.Options{AllowOther: true}})
 	const alice, bob = 21001, 21002
 	const abot, bbot, snap = "abot", "bbot", "s1"
 
 	// A makes, fills, starts and snapshots a bot, then leaves a refused
 	// write so that err has something B's attempts must not overwrite.
-	if out, err := s.asUser(alice, `set -e
+	if out, err := s.AsUser(alice, `set -e
 mkdir $M/abot
 echo mine > $M/abot/data/note
 echo a-own > $M/abot/data/mine
@@ -501,8 +502,8 @@ echo 'snapshot s1' > $M/abot/ctl
 ! echo 'stop soon' > $M/abot/ctl`); err != nil {
 		t.Fatalf("alice sets up her bot: %v\n%s", err, out)
 	}
-	must(t, unix.Setxattr(s.path(abot, "data", "note"), "user.mark", []byte("a"), 0))
-	if out, err := s.asUser(bob, `set -e
+	must(t, unix.Setxattr(s.Path(abot, "data", "note"), "user.mark", []byte("a"), 0))
+	if out, err := s.AsUser(bob, `set -e
 mkdir $M/bbot
 echo mine > $M/bbot/data/note
 echo b-own > $M/bbot/data/mine
@@ -512,19 +513,19 @@ echo 'snapshot s1' > $M/bbot/ctl
 ! echo 'stop soon' > $M/bbot/ctl`); err != nil {
 		t.Fatalf("bob sets up his bot: %v\n%s", err, out)
 	}
-	must(t, unix.Setxattr(s.path(bbot, "data", "note"), "user.mark", []byte("b"), 0))
+	must(t, unix.Setxattr(s.Path(bbot, "data", "note"), "user.mark", []byte("b"), 0))
 	for bot, uid := range map[string]uint32{abot: alice, bbot: bob} {
 		var st syscall.Stat_t
-		must(t, syscall.Stat(s.path(bot), &st))
+		must(t, syscall.Stat(s.Path(bot), &st))
 		if st.Uid != uid || st.Mode != syscall.S_IFDIR|0o700 {
 			t.Fatalf("%s: uid %d mode %o, want %d and dir 0700", bot, st.Uid, st.Mode, uid)
 		}
 	}
-	a := s.status(abot)
+	a := s.Status(abot)
 	if a.State != "running" || a.Pid == 0 {
 		t.Fatalf("alice's bot: %+v", a)
 	}
-	if st, err := s.c.Status(abot); err != nil || st.Owner != alice {
+	if st, err := s.Control.Status(abot); err != nil || st.Owner != alice {
 		t.Fatalf("alice's bot's owner: %d %v", st.Owner, err)
 	}
 
@@ -532,7 +533,7 @@ echo 'snapshot s1' > $M/bbot/ctl
 	if got := s.names(); !slices.Equal(got, []string{abot, bbot}) {
 		t.Fatalf("root: ls /M = %v", got)
 	}
-	if got := s.read(abot, "err"); !strings.Contains(got, "soon") {
+	if got := s.ReadOrError(abot, "err"); !strings.Contains(got, "soon") {
 		t.Fatalf("root: alice's err: %q", got)
 	}
 	if ev := s.readEventsNonblock(abot); !strings.Contains(ev, " start ") || !strings.Contains(ev, " snapshot ") {
@@ -546,12 +547,12 @@ echo 'snapshot s1' > $M/bbot/ctl
 		"status":                 "state running",
 		"snapshots/s1/info":      "name s1",
 	} {
-		b, err := os.ReadFile(s.path(abot, p))
+		b, err := os.ReadFile(s.Path(abot, p))
 		if err != nil || !strings.Contains(string(b), want) {
 			t.Errorf("root: read %s/%s: %v %.80q", abot, p, err, b)
 		}
 	}
-	if _, err := os.ReadFile(s.path(abot, "log")); err != nil {
+	if _, err := os.ReadFile(s.Path(abot, "log")); err != nil {
 		t.Errorf("root: read alice's log: %v", err)
 	}
 	for _, p := range []string{"", "data", "skills", "snapshots", "snapshots/s1/rootfs", "snapshots/s1/data"} {
@@ -565,15 +566,15 @@ echo 'snapshot s1' > $M/bbot/ctl
 
 	// What B sees, through the shell: every bot's name, nothing inside
 	// A's.
-	if out, err := s.asUser(bob, `ls $M`); err != nil || out != "abot\nbbot\n" {
+	if out, err := s.AsUser(bob, `ls $M`); err != nil || out != "abot\nbbot\n" {
 		t.Errorf("bob: ls $M: %v %q, want both names (/M lists every bot)", err, out)
 	}
 	for _, script := range []string{`cat $M/abot/status`, `echo stop > $M/abot/ctl`, `ls $M/abot/snapshots`, `cat $M/abot/data/note`} {
-		if out, err := s.asUser(bob, script); err == nil || !strings.Contains(out, "Permission denied") {
+		if out, err := s.AsUser(bob, script); err == nil || !strings.Contains(out, "Permission denied") {
 			t.Errorf("bob: %s: %v %q, want Permission denied", script, err, out)
 		}
 	}
-	if out, err := s.asUser(bob, `rmdir $M/abot`); err == nil || !strings.Contains(out, "Operation not permitted") {
+	if out, err := s.AsUser(bob, `rmdir $M/abot`); err == nil || !strings.Contains(out, "Operation not permitted") {
 		t.Errorf("bob: rmdir $M/abot: %v %q, want Operation not permitted (sticky /M)", err, out)
 	}
 
@@ -594,10 +595,10 @@ echo 'snapshot s1' > $M/bbot/ctl
 	if d := diffState(before, after); d != "" {
 		t.Errorf("alice's bot changed under bob's attempts:\n%s", d)
 	}
-	if now := s.status(abot); now.State != "running" || now.Pid != a.Pid {
+	if now := s.Status(abot); now.State != "running" || now.Pid != a.Pid {
 		t.Errorf("alice's bot after bob's attempts: state %s pid %d, want running pid %d", now.State, now.Pid, a.Pid)
 	}
-	if got := s.read(bbot, "data", "mine"); got != "b-own\n" {
+	if got := s.ReadOrError(bbot, "data", "mine"); got != "b-own\n" {
 		t.Errorf("bob's own file after the rename attempt: %q", got)
 	}
 
@@ -607,14 +608,14 @@ echo 'snapshot s1' > $M/bbot/ctl
 	if d := diffState(beforeB, s.botState(bbot, snap)); d != "" {
 		t.Errorf("bob's bot changed under alice's attempts:\n%s", d)
 	}
-	if now := s.status(abot); now.State != "running" || now.Pid != a.Pid {
+	if now := s.Status(abot); now.State != "running" || now.Pid != a.Pid {
 		t.Errorf("alice's bot after her attempts on bob's: state %s pid %d", now.State, now.Pid)
 	}
 
 	// Root may remove another user's bot; an owner their own.
-	s.mustCtl(abot, "stop 1")
-	must(t, syscall.Rmdir(s.path(abot)))
-	if out, err := s.asUser(bob, `rmdir $M/bbot && ls $M`); err != nil || out != "" {
+	s.MustCtl(abot, "stop 1")
+	must(t, syscall.Rmdir(s.Path(abot)))
+	if out, err := s.AsUser(bob, `rmdir $M/bbot && ls $M`); err != nil || out != "" {
 		t.Fatalf("bob removes his own bot: %v %q", err, out)
 	}
 }
