@@ -255,7 +255,7 @@ func TestOverlayUpper(t *testing.T) {
 	src := filepath.Join(dir, "upper")
 	write(t, filepath.Join(src, "etc", "opaque", "kept"), "k")
 	must(t, unix.Setxattr(filepath.Join(src, "etc", "opaque"), "trusted.overlay.opaque", []byte("y"), 0))
-	must(t, unix.Mknod(filepath.Join(src, "etc", "deleted"), unix.S_IFCHR|0o000, 0))
+	must(t, unix.Mknod(filepath.Join(src, "etc", "deleted"), unix.S_IFCHR, 0)) // a whiteout: 0/0, no permission bits
 	write(t, filepath.Join(src, "bin", "ping"), "elf")
 	// cap_net_raw+ep (VFS_CAP_REVISION_2)
 	capv := []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
