@@ -20,7 +20,6 @@ import (
 	"github.com/memohfs/memohfs/control"
 	"github.com/memohfs/memohfs/fsnodes"
 	"github.com/memohfs/memohfs/internal/creds"
-	"github.com/memohfs/memohfs/internal/testenv"
 	"github.com/memohfs/memohfs/internal/teststack"
 	"golang.org/x/sys/unix"
 )
@@ -231,14 +230,9 @@ func newEscEnv(t *testing.T) *escEnv {
 	for _, bot := range []string{e.a, e.b} {
 		e.ctl(t, bot, "start")
 	}
-	if e.binds = testenv.DataBinds(); e.binds {
-		for _, bot := range []string{e.a, e.b, e.c} {
-			waitFor(t, time.Minute, bot+"'s data/ bound", func() bool {
-				var st, mnt unix.Stat_t
-				return unix.Stat(s.Mnt, &mnt) == nil && unix.Stat(e.data(bot), &st) == nil && st.Dev != mnt.Dev &&
-					strings.Contains(s.ReadOrError(bot, "status"), "\ndata-path bind\n")
-			})
-		}
+	e.binds = s.Binds
+	for _, bot := range []string{e.a, e.b, e.c} {
+		s.Bound(bot) // with binds, waits for the bind
 	}
 	t.Cleanup(func() {
 		for _, bot := range []string{e.a, e.b} {
