@@ -1,6 +1,7 @@
 # memohfs: two commands for a new machine.
 #   make run    install what is missing, build, serve /memoh
 #   make test   install what is missing, vet, run every test against the real stack
+# make help lists every target, from its `## target: text` line below.
 SHELL := /bin/bash
 GO ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -8,7 +9,7 @@ CONTAINERD_VERSION = $(shell $(GO) list -m -f '{{.Version}}' github.com/containe
 export MEMOHFS_CONTAINERD_BIN ?= $(CURDIR)/.cache/containerd/$(CONTAINERD_VERSION)/bin
 TEST_TIMEOUT ?= 15m
 
-.PHONY: deps build test vet run bench fuzz soak clean
+.PHONY: help deps build test vet run bench fuzz soak clean
 
 ## deps: Debian packages and the pinned containerd (idempotent; seconds when ready)
 deps:
@@ -23,19 +24,20 @@ build:
 	@for b in containerd containerd-shim-runc-v2 ctr; do \
 		cmp -s $(MEMOHFS_CONTAINERD_BIN)/$$b bin/$$b 2>/dev/null || cp $(MEMOHFS_CONTAINERD_BIN)/$$b bin/$$b; done
 
-## vet: go vet and gofmt
+## vet: go vet, gofmt, and staticcheck (the version go.mod pins as a tool)
 vet:
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) tool staticcheck ./...
 
-## test: everything, integration included (root; CI=true turns a missing dependency into a failure),
-## then the data/ suites again on the other path (binds of the data dirs over data/), each fuzz
-## target for FUZZTIME, then a check that nothing of the tests is left on the machine.
-## Each step runs whatever the others' outcome; any of them failing fails make.
-## FUZZTIME is a count of executions (about 10 s each here), not a duration: Go 1.26's fuzz
-## coordinator can report its own -fuzztime deadline as a failure, "context deadline exceeded"
-## with no failing input (golang/go#75804, fixed in Go 1.27); a count has no deadline to race.
+## test: deps, vet, build, then every test against the real stack (root; CI=true: a missing dependency fails)
+# After the package tests: the data/ suites again on the other path (binds of the data dirs over
+# data/), each fuzz target for FUZZTIME, then a check that nothing of the tests is left on the
+# machine. Each step runs whatever the others' outcome; any of them failing fails make.
+# FUZZTIME is a count of executions (about 10 s each here), not a duration: Go 1.26's fuzz
+# coordinator can report its own -fuzztime deadline as a failure, "context deadline exceeded"
+# with no failing input (golang/go#75804, fixed in Go 1.27); a count has no deadline to race.
 FUZZTIME ?= 30000x
 DATA_SUITES = ./fsnodes ./internal/hardness ./cmd/memohfs
 test: deps vet build
@@ -53,7 +55,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCtl$$' -fuzztime $(FUZZTIME) ./control
 	$(GO) test -run '^$$' -fuzz '^FuzzNames$$' -fuzztime $(FUZZTIME) ./runtime
 
-## soak: the same suites with larger counts (1,000 kill points, 400 writers, ...) and about 10 minutes of each fuzz target
+## soak: the same suites with larger counts (1,000 kill points, 400 writers, ...), each fuzz target about 10 minutes
 soak: deps vet build
 	@rc=0; \
 	echo "MEMOHFS_SOAK=1 $(GO) test -count=1 -timeout 8h ./..."; \
@@ -62,16 +64,23 @@ soak: deps vet build
 	./scripts/check-clean.sh || rc=1; \
 	exit $$rc
 
-## run: serve $(MOUNT) on this machine, state in $(STATE_DIR) (^C stops it; bots keep running)
+## run: build and serve /memoh, state in /var/lib/memohfs (MOUNT=, STATE_DIR=; ^C stops it, bots keep running)
 run: deps build
 	@echo "memohfs: mounting $(MOUNT), state in $(STATE_DIR), logs below. In another shell:"
 	@echo "  mkdir $(MOUNT)/demo && echo start > $(MOUNT)/demo/ctl && cat $(MOUNT)/demo/status"
 	./bin/memohfs up --mount $(MOUNT) --state-dir $(STATE_DIR)
 
-## bench: data/ vs native ext4 vs go-fuse's stock loopback, and the control plane (BENCH_ARGS=--quick for a smoke run)
+## bench: data/ vs native ext4 and go-fuse's loopback, cmd/, the control plane (BENCH_ARGS=--quick: a smoke run)
 BENCH_ARGS ?=
 bench: deps build
 	$(GO) run ./internal/bench run $(BENCH_ARGS)
 
+## clean: remove bin/ (the .cache of built containerd stays)
 clean:
 	rm -rf bin
+
+## help: this list
+help:
+	@awk 'sub(/^## /, "") { if (match($$0, /^[a-z][a-z-]*: /)) \
+		printf "  %-6s %s\n", substr($$0, 1, RLENGTH - 2), substr($$0, RLENGTH + 1); \
+		else printf "  %-6s %s\n", "", $$0 }' $(MAKEFILE_LIST)
