@@ -82,10 +82,3 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("refused mkdirs left entries: %v", entries)
 	}
 }
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}

@@ -32,5 +32,8 @@ func (s *stack) with(t *testing.T) *stack { return &stack{s.Stack.With(t)} }
 
 func errnoIs(err error, want syscall.Errno) bool { return errors.Is(err, want) }
 
+// must is teststack.Must.
+var must = teststack.Must
+
 // eventually is testenv.Eventually.
 var eventually = testenv.Eventually

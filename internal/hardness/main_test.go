@@ -65,14 +65,10 @@ func fileOpErrno(err error) syscall.Errno {
 	return e
 }
 
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// must is teststack.Must.
+var must = teststack.Must
 
 // waitFor is testenv.Eventually.
 var waitFor = testenv.Eventually

@@ -286,3 +286,11 @@ func (s *Stack) Mkbot(bot string) {
 	}
 	s.Bound(bot)
 }
+
+// Must fails the test if err is not nil.
+func Must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
