@@ -2,10 +2,12 @@ package control
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/memohfs/memohfs/runtime"
@@ -87,6 +89,55 @@ func CheckFrom(ctx context.Context, rt runtime.Runtime, st *store.Store, dataRoo
 			return s, func() {}, err
 		}}
 	return ck.run(ctx)
+}
+
+// CheckOutside is CheckFrom as memohfs check runs it, from outside the
+// serving process: dataRoot is that process's data root (absolute). With
+// mnt "", there is no list of served bots to compare the records with,
+// and a bot's live state is what Postgres records. With the serving
+// process's mount mnt, the bots served are the ones it lists, a bot's
+// live state is what its status file says, and the binds under mnt are
+// checked too (bindProblems).
+func CheckOutside(ctx context.Context, rt runtime.Runtime, st *store.Store, dataRoot, mnt string) (CheckReport, error) {
+	served := func() []string { return nil }
+	live := func(ctx context.Context, name string) (Status, error) {
+		rec, err := st.GetBot(ctx, name)
+		if err != nil {
+			return Status{}, err
+		}
+		return Status{Name: name, State: rec.Container.State, Pid: rec.Container.Pid, Snapshots: rec.Snapshots}, nil
+	}
+	if mnt != "" {
+		served = func() []string {
+			entries, _ := os.ReadDir(mnt)
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			return names
+		}
+		live = func(ctx context.Context, name string) (Status, error) {
+			b, err := os.ReadFile(filepath.Join(mnt, name, "status"))
+			if errors.Is(err, os.ErrNotExist) {
+				return Status{}, errorf(KindNotFound, "not in the mount")
+			}
+			if err != nil {
+				return Status{}, err
+			}
+			return ParseStatus(strings.TrimSpace(string(b)) + "\n")
+		}
+	}
+	rep, err := CheckFrom(ctx, rt, st, dataRoot, served, live)
+	if err != nil || mnt == "" {
+		return rep, err
+	}
+	bp, err := bindProblems(mnt, dataRoot)
+	if err != nil {
+		return rep, err
+	}
+	rep.Problems = append(rep.Problems, bp...)
+	sort.Strings(rep.Problems)
+	return rep, nil
 }
 
 type checker struct {
