@@ -113,9 +113,9 @@ func inBot(t *testing.T, pid, script string) {
 	}
 }
 
-// stopWithin is daemon.stop with a deadline for up's exit (a mount with
+// stopWithin is upProcess.stop with a deadline for up's exit (a mount with
 // many binds takes a while to come down) and the time it took.
-func stopWithin(t *testing.T, d *daemon, within time.Duration) time.Duration {
+func stopWithin(t *testing.T, d *upProcess, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	d.cmd.Process.Signal(syscall.SIGTERM)

@@ -2,14 +2,12 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
+	"github.com/memohfs/memohfs/internal/daemon"
 	"github.com/urfave/cli/v2"
 )
-
-var osExecCommand = exec.Command
 
 // TestConfigPrecedence: flag > MEMOHFS_* environment > config file >
 // default, for every serve option.
@@ -20,7 +18,7 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 	t.Setenv("MEMOHFS_SUBNET", "10.2.0.0/16")
 	t.Setenv("MEMOHFS_NAMESPACE", "fromenv")
-	var got serveOptions
+	var got daemon.Options
 	cmd := serveCommand()
 	cmd.Action = func(c *cli.Context) error { got = serveOptionsFrom(c); return nil }
 	app := &cli.App{Name: "memohfs", Commands: []*cli.Command{cmd}}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/memohfs/memohfs/fsnodes"
+	"github.com/memohfs/memohfs/internal/daemon"
 	"github.com/memohfs/memohfs/internal/embedded"
 	"github.com/memohfs/memohfs/mount"
 	"github.com/memohfs/memohfs/runtime"
@@ -134,7 +135,7 @@ func doctor(c *cli.Context) []check {
 	}
 
 	// What `up` runs itself.
-	if dir, err := findBin(c.String("containerd-bin"), "containerd", "containerd-shim-runc-v2"); err == nil {
+	if dir, err := daemon.FindBin(c.String("containerd-bin"), "containerd", "containerd-shim-runc-v2"); err == nil {
 		v, _ := exec.Command(filepath.Join(dir, "containerd"), "--version").Output()
 		add(check{"containerd (for up)", true, false, strings.TrimSpace(string(v)), ""})
 	} else {

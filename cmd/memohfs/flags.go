@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -102,4 +103,16 @@ func (l *logging) reload(c *cli.Context) {
 		l.logger.Info("reload: log level", "level", v)
 	}
 	l.logger.Info("reload: other settings take effect at the next start")
+}
+
+// splitPath splits a colon separated list of dirs (--cni-bin-dir),
+// dropping empty ones.
+func splitPath(s string) []string {
+	var out []string
+	for _, p := range filepath.SplitList(s) {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

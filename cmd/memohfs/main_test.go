@@ -44,8 +44,8 @@ func binary(t *testing.T) string {
 	return built.path
 }
 
-// daemon is one `memohfs up` process.
-type daemon struct {
+// upProcess is one `memohfs up` process.
+type upProcess struct {
 	t          *testing.T
 	cmd        *exec.Cmd
 	state, mnt string
@@ -53,14 +53,14 @@ type daemon struct {
 	exited     chan struct{}
 }
 
-func startUp(t *testing.T, state, mnt string, extra ...string) *daemon {
+func startUp(t *testing.T, state, mnt string, extra ...string) *upProcess {
 	t.Helper()
 	env := testenv.Get(t)
 	bin, err := testenv.ContainerdBinDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, state: state, mnt: mnt, log: filepath.Join(filepath.Dir(state), "up.log"), exited: make(chan struct{})}
+	d := &upProcess{t: t, state: state, mnt: mnt, log: filepath.Join(filepath.Dir(state), "up.log"), exited: make(chan struct{})}
 	logf, err := os.OpenFile(d.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func startUp(t *testing.T, state, mnt string, extra ...string) *daemon {
 }
 
 // stop sends SIGTERM and waits for the process to exit.
-func (d *daemon) stop() {
+func (d *upProcess) stop() {
 	d.t.Helper()
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/memohfs/memohfs/internal/daemon"
 	"github.com/memohfs/memohfs/internal/embedded"
 	"github.com/memohfs/memohfs/internal/testenv"
 	"github.com/memohfs/memohfs/mount"
@@ -149,7 +150,7 @@ func TestDoctor(t *testing.T) {
 }
 
 func runBin(bin string, env []string, args ...string) (string, error) {
-	cmd := osExecCommand(bin, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -232,7 +233,7 @@ func TestUpSignalWhileStarting(t *testing.T) {
 // socket dir: daemons, shims by their bundle, their descendants).
 func upLeft(t *testing.T, state string) []string {
 	t.Helper()
-	l, err := newUpLayout(state)
+	l, err := daemon.NewLayout(state)
 	if err != nil {
 		t.Fatal(err)
 	}
