@@ -1,7 +1,12 @@
 // Command memohfs serves bots as a filesystem. This is the thin command
-// layer: it parses flags (with MEMOHFS_* environment variables and a TOML
-// config file behind them) into typed options and calls the packages that
-// do the work: runtime, store, control, fsnodes, mount, internal/embedded.
+// layer: one file per command, each with its flags (with MEMOHFS_*
+// environment variables and a TOML config file behind them, flags.go), a
+// function that turns them into a typed options struct (serveOptionsFrom,
+// upOptionsFrom, ...) and an action that hands those to the package that
+// does the work: internal/daemon for serve, up and check (it wires
+// runtime, store, control, fsnodes, mount and internal/embedded),
+// internal/cmdclient for exec, mount for umount, runtime/ociimage for
+// image.
 package main
 
 import (
