@@ -14,19 +14,22 @@ type bot struct {
 	name string
 	op   chan struct{} // holds one token: taken while an operation runs
 
-	mu       sync.Mutex
-	rec      store.Bot // the record as last written
-	state    store.State
-	pid      int
-	ip       string
-	exit     *int
-	started  *time.Time
-	stopped  *time.Time
-	lastErr  string
-	gen      uint64        // bumped by every state change an operation makes
-	evNotify chan struct{} // closed (and replaced) when an event is recorded
-	gone     bool          // deleted
-	cmds     *conns        // its cmd/ connections, made when first used
+	mu      sync.Mutex
+	rec     store.Bot // the record as last written
+	state   store.State
+	pid     int
+	ip      string
+	exit    *int
+	started *time.Time
+	stopped *time.Time
+	lastErr string
+	// When status, err and events last changed (Times); zero: not known
+	// yet.
+	changed, errChanged, eventAt time.Time
+	gen                          uint64        // bumped by every state change an operation makes
+	evNotify                     chan struct{} // closed (and replaced) when an event is recorded
+	gone                         bool          // deleted
+	cmds                         *conns        // its cmd/ connections, made when first used
 }
 
 func newBot(rec store.Bot) *bot {
@@ -40,11 +43,15 @@ func newBot(rec store.Bot) *bot {
 func (b *bot) load(rec store.Bot) {
 	b.rec = rec
 	c := rec.Container
+	if b.changed.IsZero() || c.State != b.state {
+		b.changed = recordTime(rec)
+	}
 	b.state = c.State
 	b.pid, b.ip, b.exit = c.Pid, c.IP, c.ExitCode
 	b.started, b.stopped = c.Started, c.Stopped
 	if c.Error != "" && b.lastErr == "" {
 		b.lastErr = c.Error
+		b.errChanged = recordTime(rec)
 	}
 }
 
@@ -70,6 +77,9 @@ func (b *bot) unlock() { b.op <- struct{}{} }
 
 func (b *bot) setState(s store.State) {
 	b.mu.Lock()
+	if s != b.state {
+		b.changed = time.Now()
+	}
 	b.state = s
 	b.gen++
 	b.mu.Unlock()
@@ -89,6 +99,9 @@ func (b *bot) id() string {
 
 func (b *bot) setErr(msg string) {
 	b.mu.Lock()
+	if msg != b.lastErr {
+		b.errChanged = time.Now()
+	}
 	b.lastErr = msg
 	b.mu.Unlock()
 }
@@ -96,6 +109,7 @@ func (b *bot) setErr(msg string) {
 // eventsRecorded wakes readers waiting for the bot's next event.
 func (b *bot) eventsRecorded() {
 	b.mu.Lock()
+	b.eventAt = time.Now()
 	close(b.evNotify)
 	b.evNotify = make(chan struct{})
 	b.mu.Unlock()

@@ -75,6 +75,7 @@ type Conn struct {
 	proc    *runtime.Proc
 	execID  string
 	started time.Time
+	made    time.Time
 	exit    *runtime.ExitInfo
 	stderr  *ring
 
@@ -127,13 +128,16 @@ func (c *Controller) CmdClone(ctx context.Context, name string, uid uint32) (*Co
 		t.last = last
 	}
 	t.last++
-	conn := &Conn{c: c, b: b, N: t.last, uid: uid, state: ConnOpen, dir: "/data",
+	conn := &Conn{c: c, b: b, N: t.last, uid: uid, state: ConnOpen, dir: "/data", made: time.Now(),
 		opens: 1, ctlOpens: 1, ran: make(chan struct{}), ended: make(chan struct{})}
 	t.byN[conn.N] = conn
 	return conn, nil
 }
 
 // Cmd finds connection n of the bot.
+// Made is when the connection was made (clone opened).
+func (k *Conn) Made() time.Time { return k.made }
+
 func (c *Controller) Cmd(name string, n int) (*Conn, error) {
 	b, err := c.get(name)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/memohfs/memohfs/runtime"
 	"github.com/memohfs/memohfs/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configure a Controller.
@@ -30,6 +31,13 @@ type Options struct {
 	// CmdLimit is how many cmd/ connections a bot may have at once;
 	// DefaultCmdLimit when zero.
 	CmdLimit int
+	// Metrics, if set, gets the controller's Prometheus metrics (bots by
+	// state, operations, snapshots, restores, reconcile, the trash).
+	Metrics prometheus.Registerer
+	// TrashKeep is how long the trash keeps what deleted bots and
+	// reconcile leave; older entries are removed, logged and counted.
+	// Zero keeps them for ever.
+	TrashKeep time.Duration
 
 	// crashAfter, for tests only, makes Delete stop dead after the named
 	// step ("intent", "runtime", "trash", "record"), leaving memory and
@@ -80,6 +88,8 @@ type Controller struct {
 	deleting  map[string]string
 	finishing sync.Mutex // one finishDelete at a time
 	watchers  []func(Change)
+
+	m *metrics // nil: not counted
 
 	life   context.Context // ends at Close
 	cancel context.CancelFunc
@@ -138,6 +148,7 @@ func New(ctx context.Context, rt runtime.Runtime, st *store.Store, opts Options)
 			b.setLive(store.StateRunning, int(ti.Pid), ti.IP)
 		}
 	}
+	c.m = newMetrics(opts.Metrics, c)
 	lctx, cancel := context.WithCancel(context.Background())
 	c.life, c.cancel = lctx, cancel
 	c.wg.Add(1)
@@ -145,6 +156,13 @@ func New(ctx context.Context, rt runtime.Runtime, st *store.Store, opts Options)
 		defer c.wg.Done()
 		c.followRuntime(lctx)
 	}()
+	if opts.TrashKeep > 0 {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.sweepTrash(lctx)
+		}()
+	}
 	return c, nil
 }
 
@@ -217,6 +235,13 @@ func (c *Controller) Bots() []BotEntry {
 	return out
 }
 
+// BotCount is how many bots there are (len(Bots()) without the list).
+func (c *Controller) BotCount() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.bots)
+}
+
 // Status is the bot's live state, from memory.
 func (c *Controller) Status(name string) (Status, error) {
 	b, err := c.get(name)
@@ -254,7 +279,9 @@ func (c *Controller) LogPath(name string) string { return c.rt.LogPath(name) }
 
 // Create makes a bot for owner: its record, its host data dir (with
 // .skills) and its container, not started.
-func (c *Controller) Create(ctx context.Context, name string, owner uint32) error {
+func (c *Controller) Create(ctx context.Context, name string, owner uint32) (err error) {
+	start := time.Now()
+	defer func() { c.m.op("create", err, time.Since(start)) }()
 	if !runtime.ValidBotName(name) {
 		return errorf(KindInvalid, "bot name %q: want 1 to 63 of a-z 0-9 _ -, starting with a letter or digit", truncate(name, 80))
 	}
@@ -356,7 +383,7 @@ func removeFreshDataDir(dir string) {
 // at any step leaves either the bot with its record (Reconcile finishes
 // the delete it began) or its data in the trash.
 func (c *Controller) Delete(ctx context.Context, name string) error {
-	return c.operate(ctx, name, nil, c.delete)
+	return c.operate(ctx, name, "delete", nil, c.delete)
 }
 
 func (c *Controller) delete(ctx context.Context, b *bot) error {
@@ -552,12 +579,18 @@ func (c *Controller) reachable(ctx context.Context) error {
 // error.
 func (c *Controller) Ctl(ctx context.Context, name, text string) error {
 	var cmds []Command
-	return c.operate(ctx, name, func() (err error) {
+	return c.operate(ctx, name, "", func() (err error) {
 		cmds, err = ParseCtl(text)
+		if err != nil {
+			c.m.op("parse", err, 0)
+		}
 		return err
 	}, func(ctx context.Context, b *bot) error {
 		for _, cmd := range cmds {
-			if err := cmd.v.run(c, ctx, b, cmd.Args); err != nil {
+			start := time.Now()
+			err := cmd.v.run(c, ctx, b, cmd.Args)
+			c.m.op(cmd.v.name, err, time.Since(start))
+			if err != nil {
 				return wrap(err, cmd.String())
 			}
 		}
@@ -566,7 +599,8 @@ func (c *Controller) Ctl(ctx context.Context, name, text string) error {
 }
 
 // operate is the one way into an operation on a bot (a ctl write, rmdir,
-// mkdir or rmdir in snapshots/): check runs first (bad input fails at
+// mkdir or rmdir in snapshots/), counted in the metrics as verb (a ctl
+// write counts each of its verbs itself): check runs first (bad input fails at
 // once, without waiting); then the bot's lock is taken, one operation at
 // a time, and run runs with Postgres known reachable. The bot's err file
 // gets the reason of any failure of check, the reachability test or run,
@@ -578,7 +612,11 @@ func (c *Controller) Ctl(ctx context.Context, name, text string) error {
 // (any signal, even Go's preemption SIGURG, makes the kernel send
 // FUSE_INTERRUPT) must not cut a CNI plugin or a snapshot off half way,
 // so run gets a context that is not cancelled.
-func (c *Controller) operate(ctx context.Context, name string, check func() error, run func(ctx context.Context, b *bot) error) error {
+func (c *Controller) operate(ctx context.Context, name, verb string, check func() error, run func(ctx context.Context, b *bot) error) (err error) {
+	if verb != "" {
+		start := time.Now()
+		defer func() { c.m.op(verb, err, time.Since(start)) }()
+	}
 	b, err := c.get(name)
 	if err != nil {
 		return err

@@ -145,6 +145,9 @@ func (c *Controller) failed(ctx context.Context, b *bot, op string, opErr error)
 
 func (b *bot) setLive(s store.State, pid int, ip string) {
 	b.mu.Lock()
+	if s != b.state {
+		b.changed = time.Now()
+	}
 	b.state, b.pid, b.ip = s, pid, ip
 	b.gen++
 	b.mu.Unlock()

@@ -86,6 +86,12 @@ func (r Report) String() string {
 // cmd/ and did not see end are ended and their end recorded. Run it on a context of its own: it must not be
 // cut short by a start-up deadline.
 func (c *Controller) Reconcile(ctx context.Context) (Report, error) {
+	rep, err := c.reconcile(ctx)
+	c.m.reconciled(rep)
+	return rep, err
+}
+
+func (c *Controller) reconcile(ctx context.Context) (Report, error) {
 	var rep Report
 	// Deletes cut off after the data went to the trash: drop the record.
 	c.mu.RLock()

@@ -124,7 +124,7 @@ func (c *Controller) SnapshotRootfs(ctx context.Context, name, snap string) (str
 
 // TakeSnapshot takes a snapshot named snap (mkdir snapshots/NAME).
 func (c *Controller) TakeSnapshot(ctx context.Context, name, snap string) error {
-	return c.operate(ctx, name, nil, func(ctx context.Context, b *bot) error {
+	return c.operate(ctx, name, "snapshot", nil, func(ctx context.Context, b *bot) error {
 		_, err := c.takeSnapshot(ctx, b, snap, sourceManual)
 		return err
 	})
@@ -225,6 +225,7 @@ func (c *Controller) takeSnapshot(ctx context.Context, b *bot, snap, source stri
 	b.mu.Unlock()
 	b.eventsRecorded()
 	c.notify(SnapshotsChanged, b.name)
+	c.m.snapshot(info.Paused, time.Since(start))
 	c.log.Info("snapshot", "bot", b.name, "name", snap, "version", rec.Version, "took", time.Since(start),
 		"paused", info.Paused, "files", stats.Files, "copied", stats.Copied, "linked", stats.Linked, "bytes", stats.Bytes,
 		"copied_frozen", frozenStats.Copied, "bytes_frozen", frozenStats.Bytes)
@@ -267,7 +268,7 @@ func (c *Controller) previousCopy(ctx context.Context, id string) (string, trees
 
 // DropSnapshot drops a snapshot (rmdir snapshots/NAME).
 func (c *Controller) DropSnapshot(ctx context.Context, name, snap string) error {
-	return c.operate(ctx, name, func() error {
+	return c.operate(ctx, name, "drop", func() error {
 		if !runtime.ValidSnapshotName(snap) {
 			return errorf(KindNotFound, "snapshot %q: no such snapshot", truncate(snap, 80))
 		}

@@ -65,7 +65,9 @@ var verbs = []verb{
 		}},
 	{"restore", 1, 1, "restore NAME", "snapshot as pre-restore-<version>, stop, put rootfs and data/ back to NAME, start if it ran",
 		func(c *Controller, ctx context.Context, b *bot, args []string) error {
-			return c.restore(ctx, b, args[0])
+			err := c.restore(ctx, b, args[0])
+			c.m.restore(err)
+			return err
 		}},
 }
 

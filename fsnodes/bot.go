@@ -56,13 +56,20 @@ func newBotDir(r *Root, st control.Status) *botDir {
 	return b
 }
 
+// attr: the bot's dirs are data, skills, snapshots and cmd; its times
+// are when it was made.
 func (b *botDir) attr(a *fuse.Attr) {
-	a.Mode = syscall.S_IFDIR | 0o700
-	a.Uid = b.owner
+	var made time.Time
 	if st, err := b.r.c.Status(b.name); err == nil {
-		t := uint64(st.Created.Unix())
-		a.Mtime, a.Ctime, a.Atime = t, t, t
+		made = st.Created
 	}
+	synthDir(a, 0o700, b.owner, 4, made)
+}
+
+// times says when the bot's files last changed (control.Times).
+func (b *botDir) times(ctx context.Context) control.Times {
+	t, _ := b.r.c.Times(ctx, b.name)
+	return t
 }
 
 func (b *botDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -104,12 +111,12 @@ func (b *botDir) OnAdd(ctx context.Context) {
 	}
 	c, name := b.r.c, b.name
 	add("ctl", &ctlFile{b: b}, syscall.S_IFREG)
-	add("status", &textFile{owner: b.owner, render: func(context.Context) ([]byte, error) {
+	add("status", &textFile{owner: b.owner, mtime: func(ctx context.Context) time.Time { return b.times(ctx).StateChanged }, render: func(context.Context) ([]byte, error) {
 		st, err := c.Status(name)
 		// How data/ is served here: the kernel (a bind) or FUSE.
 		return []byte(st.String() + "data-path " + b.r.dataPath(name) + "\n"), err
 	}}, syscall.S_IFREG)
-	add("err", &textFile{owner: b.owner, render: func(context.Context) ([]byte, error) {
+	add("err", &textFile{owner: b.owner, mtime: func(ctx context.Context) time.Time { return b.times(ctx).ErrChanged }, render: func(context.Context) ([]byte, error) {
 		msg, err := c.LastError(name)
 		if msg != "" {
 			msg += "\n"

@@ -36,9 +36,13 @@ func (d *cmdDir) OnAdd(ctx context.Context) {
 	d.AddChild("clone", d.NewPersistentInode(ctx, &cloneFile{b: d.b}, fs.StableAttr{Mode: syscall.S_IFREG}), false)
 }
 
+// Getattr: one subdir per connection; the times are the bot's creation.
 func (d *cmdDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o700
-	out.Uid = d.b.owner
+	ns, err := d.b.r.c.Cmds(d.b.name)
+	if err != nil {
+		return errnoOf(err)
+	}
+	synthDir(&out.Attr, 0o700, d.b.owner, len(ns), d.b.times(ctx).Created)
 	out.SetTimeout(uncached)
 	return 0
 }
@@ -53,11 +57,11 @@ func (d *cmdDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*
 	if err != nil || strconv.Itoa(n) != name || n <= 0 {
 		return nil, syscall.ENOENT
 	}
-	if _, err := d.b.r.c.Cmd(d.b.name, n); err != nil {
+	conn, err := d.b.r.c.Cmd(d.b.name, n)
+	if err != nil {
 		return nil, errnoOf(err)
 	}
-	out.Mode = syscall.S_IFDIR | 0o700
-	out.Uid = d.b.owner
+	synthDir(&out.Attr, 0o700, d.b.owner, 0, conn.Made())
 	out.SetEntryTimeout(0)
 	out.SetAttrTimeout(0)
 	ino := stableIno("cmd", d.b.id, name)
@@ -96,12 +100,13 @@ func (d *connDir) OnAdd(ctx context.Context) {
 	}
 }
 
+// Getattr: the times are when the connection was made.
 func (d *connDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if _, err := d.conn(); err != nil {
+	conn, err := d.conn()
+	if err != nil {
 		return errnoOf(err)
 	}
-	out.Mode = syscall.S_IFDIR | 0o700
-	out.Uid = d.b.owner
+	synthDir(&out.Attr, 0o700, d.b.owner, 0, conn.Made())
 	out.SetTimeout(uncached)
 	return 0
 }
@@ -129,8 +134,7 @@ var (
 )
 
 func (f *cloneFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFREG | 0o600
-	out.Uid = f.b.owner
+	synthFile(&out.Attr, 0o600, f.b.owner, 0, f.b.times(ctx).Created)
 	out.SetTimeout(uncached)
 	return 0
 }

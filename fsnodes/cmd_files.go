@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -46,9 +47,14 @@ var (
 	_ fs.NodeSetattrer = (*connFile)(nil)
 )
 
+// Getattr: the times are when the connection was made (a file of a
+// connection that is gone keeps its mode, as an open fd may still ask).
 func (f *connFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFREG | f.spec.mode
-	out.Uid = f.d.b.owner
+	var made time.Time
+	if conn, err := f.d.conn(); err == nil {
+		made = conn.Made()
+	}
+	synthFile(&out.Attr, f.spec.mode, f.d.b.owner, 0, made)
 	out.SetTimeout(uncached)
 	return 0
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -30,9 +31,9 @@ var (
 	_ fs.NodeWriter    = (*ctlFile)(nil)
 )
 
+// Getattr: the size is that of what a read gives (the verb list).
 func (f *ctlFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFREG | 0o600
-	out.Uid = f.b.owner
+	synthFile(&out.Attr, 0o600, f.b.owner, len(control.Help()), f.b.times(ctx).Created)
 	out.SetTimeout(uncached)
 	return 0
 }
@@ -70,11 +71,13 @@ func readAt(content, dest []byte, off int64) fuse.ReadResult {
 
 // textFile is a small read-only synthetic file (status, err, info): its
 // content is rendered at open (and again at a read from offset 0), served
-// with direct I/O, and its size is honest.
+// with direct I/O, and its size is honest. mtime, if set, says when the
+// content last changed.
 type textFile struct {
 	fs.Inode
 	owner  uint32
 	render func(ctx context.Context) ([]byte, error)
+	mtime  func(ctx context.Context) time.Time
 }
 
 type textHandle struct {
@@ -93,9 +96,11 @@ func (f *textFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	if err != nil {
 		return errnoOf(err)
 	}
-	out.Mode = syscall.S_IFREG | 0o444
-	out.Uid = f.owner
-	out.Size = uint64(len(b))
+	var t time.Time
+	if f.mtime != nil {
+		t = f.mtime(ctx)
+	}
+	synthFile(&out.Attr, 0o444, f.owner, len(b), t)
 	out.SetTimeout(uncached)
 	return 0
 }
@@ -152,9 +157,10 @@ var (
 	_ fs.NodeReader    = (*eventsFile)(nil)
 )
 
+// Getattr: the mtime is the last event's; the size is 0, as /proc's
+// files have (the history is in Postgres, and a read gives it).
 func (f *eventsFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFREG | 0o444
-	out.Uid = f.b.owner
+	synthFile(&out.Attr, 0o444, f.b.owner, 0, f.b.times(ctx).LastEvent)
 	out.SetTimeout(uncached)
 	return 0
 }
@@ -218,6 +224,8 @@ func (f *logFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 	var st syscall.Stat_t
 	if err := syscall.Lstat(f.path(), &st); err == nil {
 		out.FromStat(&st)
+	} else {
+		synthFile(&out.Attr, 0o444, f.b.owner, 0, f.b.times(ctx).Created) // no output yet
 	}
 	out.Mode = syscall.S_IFREG | 0o444
 	out.Uid, out.Gid = f.b.owner, 0

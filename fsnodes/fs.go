@@ -14,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/memohfs/memohfs/control"
 	"github.com/memohfs/memohfs/mount"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,6 +48,9 @@ type Options struct {
 	// Debug logs every FUSE request.
 	Debug  bool
 	Logger *slog.Logger
+	// Metrics, if set, gets the mount's Prometheus metrics: FUSE requests
+	// by opcode, how data/ is served, watcher overflows (metrics.go).
+	Metrics prometheus.Registerer
 }
 
 // nameMax is NAME_MAX. The kernel lets FUSE names run to 1,024 bytes;
@@ -223,7 +227,13 @@ func Mount(dir string, c *control.Controller, o Options) (*Mounted, error) {
 		root.close()
 		return nil, err
 	}
-	server, err := fuse.NewServer(raw, f.DevPath(), &opts.MountOptions)
+	var served fuse.RawFileSystem = raw
+	var counts *fuseOps
+	if o.Metrics != nil {
+		counts = newFuseOps()
+		served = countFS{RawFileSystem: raw, ops: counts}
+	}
+	server, err := fuse.NewServer(served, f.DevPath(), &opts.MountOptions)
 	if err != nil {
 		f.Close()
 		unix.Close(f.Dev)
@@ -242,6 +252,12 @@ func Mount(dir string, c *control.Controller, o Options) (*Mounted, error) {
 	raw.dontMask.Store(server.KernelSettings().Flags64()&fuse.CAP_DONT_MASK != 0)
 	root.dataIO = probeDataIO(server, o.NoPassthrough)
 	o.Logger.Info("data/ file I/O", "mode", root.dataIO)
+	if o.Metrics != nil {
+		if err := registerMetrics(o.Metrics, root, counts); err != nil {
+			m.Unmount()
+			return nil, err
+		}
+	}
 	// Private: the binds under the mount reach no other namespace (a
 	// mount attached under a shared one is made shared).
 	if err := mount.Private(dir, o.FollowSymlinks); err != nil {

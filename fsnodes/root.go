@@ -180,6 +180,7 @@ func (r *Root) close() {
 // theirs, 0700), only its owner or root may rmdir it (the sticky bit).
 func (r *Root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o1777
+	out.Nlink = uint32(2 + r.c.BotCount()) // a bot is a dir
 	r.times.fill(&out.Attr)
 	out.SetTimeout(r.opts.AttrTimeout)
 	return 0

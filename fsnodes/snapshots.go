@@ -3,6 +3,7 @@ package fsnodes
 import (
 	"context"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -23,9 +24,13 @@ var (
 	_ fs.NodeGetattrer = (*snapshotsDir)(nil)
 )
 
+// Getattr: one subdir per snapshot; the times are the bot's creation.
 func (d *snapshotsDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o755
-	out.Uid = d.b.owner
+	st, err := d.b.r.c.Status(d.b.name)
+	if err != nil {
+		return errnoOf(err)
+	}
+	synthDir(&out.Attr, 0o755, d.b.owner, st.Snapshots, st.Created)
 	out.SetTimeout(d.b.r.opts.AttrTimeout)
 	return 0
 }
@@ -48,7 +53,7 @@ func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryO
 			return ch, 0
 		}
 	}
-	s := &snapDir{d: d, name: name, version: info.Version, created: uint64(info.Created.Unix())}
+	s := &snapDir{d: d, name: name, version: info.Version, created: info.Created}
 	s.attr(&out.Attr)
 	cacheEntry(out, d.b.r.opts.EntryTimeout, d.b.r.opts.AttrTimeout)
 	return d.NewInode(ctx, s, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: d.ino(name), Gen: uint64(info.Version)}), 0
@@ -128,7 +133,7 @@ type snapDir struct {
 	d       *snapshotsDir
 	name    string
 	version int
-	created uint64
+	created time.Time
 
 	rootfs, data *tree
 }
@@ -150,10 +155,10 @@ func (s *snapDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	return ch, errno
 }
 
+// attr: a snapshot's dirs are rootfs and data; its times are when it was
+// taken.
 func (s *snapDir) attr(a *fuse.Attr) {
-	a.Mode = syscall.S_IFDIR | 0o555
-	a.Uid = s.d.b.owner
-	a.Mtime, a.Ctime, a.Atime = s.created, s.created, s.created
+	synthDir(a, 0o555, s.d.b.owner, 2, s.created)
 }
 
 func (s *snapDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -170,7 +175,7 @@ func (s *snapDir) OnAdd(ctx context.Context) {
 	add := func(n string, node fs.InodeEmbedder, mode uint32) {
 		s.AddChild(n, s.NewPersistentInode(ctx, node, fs.StableAttr{Mode: mode}), false)
 	}
-	add("info", &textFile{owner: s.d.b.owner, render: func(ctx context.Context) ([]byte, error) {
+	add("info", &textFile{owner: s.d.b.owner, mtime: func(context.Context) time.Time { return s.created }, render: func(ctx context.Context) ([]byte, error) {
 		info, err := c.DescribeSnapshot(ctx, bot, name)
 		return []byte(info.String()), err
 	}}, syscall.S_IFREG)

@@ -3,6 +3,7 @@ package fsnodes
 import (
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,6 +59,8 @@ type watcher struct {
 	mu     sync.RWMutex
 	trees  map[string]*treeWatch // data dir -> its watch
 	closed bool
+
+	overflows atomic.Int64 // IN_Q_OVERFLOWs seen by all trees, ever (metrics)
 }
 
 // newWatcher makes a watcher with the default limits.

@@ -204,6 +204,7 @@ func (tw *treeWatch) event(wd int32, mask uint32, name string) bool {
 		tw.top = nil
 		tw.overflows++
 		tw.mu.Unlock()
+		tw.w.overflows.Add(1)
 		tw.tellNow(change{Overflow: true})
 		tw.rewalk(true)
 		return false
