@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/memohfs/memohfs/runtime"
@@ -21,6 +22,9 @@ type CheckReport struct {
 	Bots     int
 	Problems []string
 	Orphans  []string
+	// Trash is what the data root's trash holds (MeasureTrash); nil when
+	// not measured.
+	Trash *TrashUsage
 }
 
 // OK says there was nothing wrong.
@@ -33,6 +37,12 @@ func (r CheckReport) String() string {
 	}
 	for _, o := range r.Orphans {
 		s += "\n  orphan: " + o
+	}
+	if t := r.Trash; t != nil {
+		s += fmt.Sprintf("\n  trash: %d entries, %.1f MiB", t.Entries, float64(t.Bytes)/(1<<20))
+		if !t.Oldest.IsZero() {
+			s += ", the oldest from " + t.Oldest.UTC().Format(time.RFC3339)
+		}
 	}
 	return s
 }

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(runc containernetworking-plugins fuse3 postgresql busybox-static iptables iproute2 rsync fio vim git sqlite3 attr)
+PACKAGES=(runc containernetworking-plugins fuse3 postgresql busybox-static iptables iproute2 rsync fio vim git sqlite3 attr curl)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 

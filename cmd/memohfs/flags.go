@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/urfave/cli/v2"
@@ -26,6 +27,10 @@ func str(name, value, usage string) cli.Flag {
 
 func boolf(name, usage string) cli.Flag {
 	return altsrc.NewBoolFlag(&cli.BoolFlag{Name: name, Usage: usage, EnvVars: env(name)})
+}
+
+func dur(name string, value time.Duration, usage string) cli.Flag {
+	return altsrc.NewDurationFlag(&cli.DurationFlag{Name: name, Value: value, Usage: usage, EnvVars: env(name)})
 }
 
 // boolOn is boolf for a flag that is on unless turned off (--name=false).

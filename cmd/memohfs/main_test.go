@@ -87,7 +87,8 @@ func startUp(t *testing.T, state, mnt string, extra ...string) *upProcess {
 	go func() { d.cmd.Wait(); close(d.exited) }()
 	serving := func() bool {
 		b, err := os.ReadFile(d.log)
-		return err == nil && int64(len(b)) > before && bytes.Contains(b[before:], []byte("msg=serving "))
+		return err == nil && int64(len(b)) > before &&
+			(bytes.Contains(b[before:], []byte("msg=serving ")) || bytes.Contains(b[before:], []byte(`"msg":"serving"`))) // --log-format text or json
 	}
 	deadline := time.Now().Add(90 * time.Second)
 	for {

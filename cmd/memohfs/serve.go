@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/memohfs/memohfs/internal/daemon"
 	"github.com/memohfs/memohfs/mount"
@@ -47,6 +48,9 @@ func commonFlags() []cli.Flag {
 			"files, not the bot's, so root's cat, >> or mv through /M/<bot>/data could reach any host file (off: a path\n"+
 			"walk through a link answers ELOOP; ls -l, readlink, rsync -a, cp -a and tar still see links as links)"),
 		str("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060"),
+		str("metrics", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off when empty)"),
+		dur("trash-keep", 30*24*time.Hour, "how long the trash (<data-root>/trash) keeps what deleted bots leave; older entries are\n"+
+			"removed, logged and counted (0: kept for ever)"),
 	}, logFlags()...)
 }
 
@@ -84,6 +88,8 @@ func serveOptionsFrom(c *cli.Context) daemon.Options {
 		DataBinds:      c.Bool("data-binds"),
 		FollowSymlinks: c.Bool("follow-symlinks"),
 		Pprof:          c.String("pprof"),
+		Metrics:        c.String("metrics"),
+		TrashKeep:      c.Duration("trash-keep"),
 		Runtime: runtime.Config{
 			Address:      c.String("containerd-address"),
 			Namespace:    c.String("namespace"),

@@ -29,5 +29,14 @@ func Check(ctx context.Context, o Options) (control.CheckReport, error) {
 	if err != nil {
 		return control.CheckReport{}, err
 	}
-	return control.CheckOutside(ctx, rt, st, dataRoot, o.Mount)
+	rep, err := control.CheckOutside(ctx, rt, st, dataRoot, o.Mount)
+	if err != nil {
+		return rep, err
+	}
+	trash, err := control.MeasureTrash(dataRoot)
+	if err != nil {
+		return rep, fmt.Errorf("trash: %w", err)
+	}
+	rep.Trash = &trash
+	return rep, nil
 }

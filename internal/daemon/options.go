@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"os"
+	"time"
 
 	"github.com/memohfs/memohfs/runtime"
 )
@@ -24,7 +25,12 @@ type Options struct {
 	DataBinds      bool // bind each bot's data dir over its data/ node
 	FollowSymlinks bool // let the host follow symlinks under the mount
 
-	Pprof string // serve Go profiles (net/http/pprof) on this address; "": none
+	Pprof   string // serve Go profiles (net/http/pprof) on this address; "": none
+	Metrics string // serve Prometheus metrics at http://<this address>/metrics; "": none
+
+	// TrashKeep is how long the trash keeps an entry (control.Options);
+	// 0 keeps them for ever.
+	TrashKeep time.Duration
 
 	// Signals caught since the command began (mount.Trap): SIGINT and
 	// SIGTERM end serving, SIGHUP reloads. Nil: Serve catches them from

@@ -14,13 +14,14 @@ import (
 	"github.com/memohfs/memohfs/mount"
 	"github.com/memohfs/memohfs/runtime"
 	"github.com/memohfs/memohfs/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Serve serves o.Mount until SIGINT or SIGTERM (or ctx ends): connect the
 // runtime and the store, load the bots, mount, reconcile in the
 // background, serve, then unmount and let go of everything. Bots keep
 // running unless o.StopBotsOnExit. reload runs on SIGHUP.
-func Serve(ctx context.Context, o Options, log *slog.Logger, reload func()) error {
+func Serve(ctx context.Context, o Options, log *slog.Logger, reload func()) (err error) {
 	if o.Pprof != "" {
 		go func() {
 			log.Info("profiles", "addr", o.Pprof)
@@ -28,6 +29,15 @@ func Serve(ctx context.Context, o Options, log *slog.Logger, reload func()) erro
 				log.Error("pprof", "err", err)
 			}
 		}()
+	}
+	var reg *prometheus.Registry
+	if o.Metrics != "" {
+		var stop func()
+		reg, stop, err = serveMetrics(o.Metrics, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	abs, err := filepath.Abs(o.DataRoot)
 	if err != nil {
@@ -54,19 +64,24 @@ func Serve(ctx context.Context, o Options, log *slog.Logger, reload func()) erro
 		return fmt.Errorf("postgres: %w", err)
 	}
 	defer st.Close()
-	ctl, err := control.New(ctx, rt, st, control.Options{DataRoot: o.DataRoot, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer ctl.Close()
-
-	m, err := fsnodes.Mount(o.Mount, ctl, fsnodes.Options{
+	copts := control.Options{DataRoot: o.DataRoot, Logger: log, TrashKeep: o.TrashKeep}
+	fopts := fsnodes.Options{
 		AllowOther:     o.AllowOther,
 		Debug:          o.DebugFUSE,
 		DataBinds:      o.DataBinds,
 		FollowSymlinks: o.FollowSymlinks,
 		Logger:         log,
-	})
+	}
+	if reg != nil { // a nil *Registry in the interface would not be nil
+		copts.Metrics, fopts.Metrics = reg, reg
+	}
+	ctl, err := control.New(ctx, rt, st, copts)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+
+	m, err := fsnodes.Mount(o.Mount, ctl, fopts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", o.Mount, err)
 	}
