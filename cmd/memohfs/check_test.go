@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -61,8 +62,14 @@ func TestCheckUnrecordedData(t *testing.T) {
 	d.stop()
 	d = startUp(t, state, mnt, "--allow-other")
 	eventually(t, 60*time.Second, "reconcile after the second up", reconciled(2))
-	if out, err := runCheckBin(t, env, state, mnt); err != nil {
+	out, err = runCheckBin(t, env, state, mnt)
+	if err != nil {
 		t.Fatalf("check after reconcile: %v\n%s", err, out)
+	}
+	// The two trash entries (ghost's data, ghost2's snapshots), each with
+	// its 15-byte secret in a 4 KiB block, plus their dirs.
+	if !regexp.MustCompile(`\n  trash: 2 entries, 0\.[0-9] MiB, the oldest from 20`).MatchString(out) {
+		t.Fatalf("check does not report the trash:\n%s", out)
 	}
 	if m, _ := filepath.Glob(filepath.Join(data, "trash", "ghost2-*", "snapshots", "secret")); len(m) != 1 {
 		t.Fatalf("reconcile did not move the unrecorded snapshot dir to the trash: %v", m)
