@@ -142,6 +142,59 @@ func Unmount(dir string, wait time.Duration) (Mode, error) {
 	return Lazy, nil
 }
 
+// DetachSubmounts detaches, lazily, each mount right on the memohfs
+// mount at dir (the data/ binds memohfs put there), leaving the mount on
+// dir itself for Unmount: a live mount with binds is busy (the daemon
+// holds each bind's fd), so none of it unmounts plainly until they go. It
+// says how many it detached.
+//
+// Only the top mounts under dir are named, and their paths run through
+// memohfs's own nodes only: a mount below one of them (inside a bot's
+// data, a path the bot controls) is never named; it goes with its parent
+// (MNT_DETACH takes the whole subtree). UMOUNT_NOFOLLOW: a symlink at a
+// named path is not followed. The table is read from
+// /proc/self/mountinfo, never touching a mount, which could hang if its
+// server does. A mount already gone (EINVAL) is no error; any other
+// failure leaves that mount, is joined into the error ("detach PATH:
+// ..."), and the others are still detached.
+func DetachSubmounts(dir string) (int, error) {
+	dir = filepath.Clean(dir)
+	all, err := Submounts(dir)
+	if err != nil {
+		return 0, fmt.Errorf("detach the mounts under %s: %w", dir, err)
+	}
+	var below []string
+	for _, m := range all {
+		if m.MountPoint != dir {
+			below = append(below, m.MountPoint)
+		}
+	}
+	isMount := map[string]bool{}
+	for _, mp := range below {
+		isMount[mp] = true
+	}
+	n := 0
+	var errs []error
+	for _, mp := range below {
+		top := true
+		for p := filepath.Dir(mp); p != dir && len(p) > len(dir); p = filepath.Dir(p) {
+			if isMount[p] {
+				top = false
+				break
+			}
+		}
+		if !top {
+			continue
+		}
+		if err := unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err == nil {
+			n++
+		} else if !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("detach %s: %w", mp, err))
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
 // ServeOptions tune Serve.
 type ServeOptions struct {
 	// UnmountWait is how long a busy mount is retried before the lazy

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/memohfs/memohfs/mount"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 )
 
 func umountCommand() *cli.Command {
@@ -34,10 +31,11 @@ func umountCommand() *cli.Command {
 				fmt.Fprintf(c.App.Writer, "%s: its server was gone or hung: connection aborted, mount detached\n", dir)
 				return nil
 			}
-			// The data/ binds on a live mount make it busy (the
-			// daemon holds each one's fd, so none unmounts plainly):
-			// they are detached first.
-			binds := detachSubmounts(dir)
+			// The data/ binds make a live mount busy: detached first.
+			binds, err := mount.DetachSubmounts(dir)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
 			mode, err := mount.Unmount(dir, c.Duration("wait"))
 			if err != nil {
 				return err
@@ -56,46 +54,4 @@ func umountCommand() *cli.Command {
 			return nil
 		},
 	}
-}
-
-// detachSubmounts detaches (lazily) each mount right on the memohfs mount
-// at dir: the data/ binds memohfs put there. It says how many it
-// detached. Their paths are walked through memohfs's own nodes only: a
-// mount below one of them (inside a bot's data, a path the bot controls)
-// is never named; it goes with its parent.
-func detachSubmounts(dir string) int {
-	dir = filepath.Clean(dir)
-	all, err := mount.Submounts(dir)
-	if err != nil {
-		return 0
-	}
-	var below []string
-	for _, m := range all {
-		if m.MountPoint != dir {
-			below = append(below, m.MountPoint)
-		}
-	}
-	isMount := map[string]bool{}
-	for _, mp := range below {
-		isMount[mp] = true
-	}
-	n := 0
-	for _, mp := range below {
-		top := true
-		for p := filepath.Dir(mp); p != dir && len(p) > len(dir); p = filepath.Dir(p) {
-			if isMount[p] {
-				top = false
-				break
-			}
-		}
-		if !top {
-			continue
-		}
-		if err := unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err == nil {
-			n++
-		} else if !errors.Is(err, unix.EINVAL) {
-			fmt.Fprintf(os.Stderr, "detach %s: %v\n", mp, err)
-		}
-	}
-	return n
 }
