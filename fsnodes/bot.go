@@ -24,12 +24,6 @@ type botDir struct {
 	snaps        *snapshotsDir
 }
 
-var (
-	_ fs.NodeOnAdder   = (*botDir)(nil)
-	_ fs.NodeGetattrer = (*botDir)(nil)
-	_ fs.NodeLookuper  = (*botDir)(nil)
-)
-
 func newBotDir(r *Root, st control.Status) *botDir {
 	b := &botDir{r: r, name: st.Name, id: st.ID, owner: st.Owner}
 	dataDir := r.c.DataDir(st.Name)
@@ -72,6 +66,8 @@ func (b *botDir) times(ctx context.Context) control.Times {
 	return t
 }
 
+var _ fs.NodeGetattrer = (*botDir)(nil)
+
 func (b *botDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if _, err := b.r.c.Status(b.name); err != nil {
 		return errnoOf(err)
@@ -80,6 +76,8 @@ func (b *botDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut
 	out.SetTimeout(b.r.opts.AttrTimeout)
 	return 0
 }
+
+var _ fs.NodeLookuper = (*botDir)(nil)
 
 // Lookup serves the fixed entries with cache timeouts: the names never
 // change; the attributes of the files do (they come from Getattr).
@@ -104,6 +102,8 @@ func lookupStatic(ctx context.Context, dir *fs.Inode, name string, out *fuse.Ent
 	out.SetAttrTimeout(time.Duration(a.AttrValid)*time.Second + time.Duration(a.AttrValidNsec))
 	return ch, 0
 }
+
+var _ fs.NodeOnAdder = (*botDir)(nil)
 
 func (b *botDir) OnAdd(ctx context.Context) {
 	add := func(name string, node fs.InodeEmbedder, mode uint32) {
@@ -192,12 +192,16 @@ func (s *skillsRoot) ensure(ctx context.Context) syscall.Errno {
 	})
 }
 
+var _ fs.NodeMkdirer = (*skillsRoot)(nil)
+
 func (s *skillsRoot) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if e := s.ensure(ctx); e != 0 {
 		return nil, e
 	}
 	return s.dataNode.Mkdir(ctx, name, mode, out)
 }
+
+var _ fs.NodeCreater = (*skillsRoot)(nil)
 
 func (s *skillsRoot) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	if e := s.ensure(ctx); e != 0 {
@@ -206,6 +210,8 @@ func (s *skillsRoot) Create(ctx context.Context, name string, flags, mode uint32
 	return s.dataNode.Create(ctx, name, flags, mode, out)
 }
 
+var _ fs.NodeReaddirer = (*skillsRoot)(nil)
+
 func (s *skillsRoot) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	ds, e := s.dataNode.Readdir(ctx)
 	if e == syscall.ENOENT {
@@ -213,6 +219,8 @@ func (s *skillsRoot) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) 
 	}
 	return ds, e
 }
+
+var _ fs.NodeGetattrer = (*skillsRoot)(nil)
 
 func (s *skillsRoot) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	e := s.dataNode.Getattr(ctx, f, out)

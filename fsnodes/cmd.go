@@ -25,16 +25,13 @@ type cmdDir struct {
 	b *botDir
 }
 
-var (
-	_ fs.NodeOnAdder   = (*cmdDir)(nil)
-	_ fs.NodeGetattrer = (*cmdDir)(nil)
-	_ fs.NodeLookuper  = (*cmdDir)(nil)
-	_ fs.NodeReaddirer = (*cmdDir)(nil)
-)
+var _ fs.NodeOnAdder = (*cmdDir)(nil)
 
 func (d *cmdDir) OnAdd(ctx context.Context) {
 	d.AddChild("clone", d.NewPersistentInode(ctx, &cloneFile{b: d.b}, fs.StableAttr{Mode: syscall.S_IFREG}), false)
 }
+
+var _ fs.NodeGetattrer = (*cmdDir)(nil)
 
 // Getattr: one subdir per connection; the times are the bot's creation.
 func (d *cmdDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -46,6 +43,8 @@ func (d *cmdDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOu
 	out.SetTimeout(uncached)
 	return 0
 }
+
+var _ fs.NodeLookuper = (*cmdDir)(nil)
 
 // Lookup finds clone, or a connection by number; connections come and go,
 // so no answer is cached.
@@ -68,6 +67,8 @@ func (d *cmdDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*
 	return d.NewInode(ctx, &connDir{b: d.b, n: n}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino}), 0
 }
 
+var _ fs.NodeReaddirer = (*cmdDir)(nil)
+
 func (d *cmdDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	ns, err := d.b.r.c.Cmds(d.b.name)
 	if err != nil {
@@ -88,17 +89,15 @@ type connDir struct {
 	n int
 }
 
-var (
-	_ fs.NodeOnAdder   = (*connDir)(nil)
-	_ fs.NodeGetattrer = (*connDir)(nil)
-	_ fs.NodeLookuper  = (*connDir)(nil)
-)
+var _ fs.NodeOnAdder = (*connDir)(nil)
 
 func (d *connDir) OnAdd(ctx context.Context) {
 	for _, f := range connFiles {
 		d.AddChild(f.name, d.NewPersistentInode(ctx, &connFile{d: d, spec: f}, fs.StableAttr{Mode: syscall.S_IFREG}), false)
 	}
 }
+
+var _ fs.NodeGetattrer = (*connDir)(nil)
 
 // Getattr: the times are when the connection was made.
 func (d *connDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -110,6 +109,8 @@ func (d *connDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 	out.SetTimeout(uncached)
 	return 0
 }
+
+var _ fs.NodeLookuper = (*connDir)(nil)
 
 func (d *connDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if _, err := d.conn(); err != nil {
@@ -127,11 +128,7 @@ type cloneFile struct {
 	b *botDir
 }
 
-var (
-	_ fs.NodeOpener    = (*cloneFile)(nil)
-	_ fs.NodeGetattrer = (*cloneFile)(nil)
-	_ fs.NodeSetattrer = (*cloneFile)(nil)
-)
+var _ fs.NodeGetattrer = (*cloneFile)(nil)
 
 func (f *cloneFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	synthFile(&out.Attr, 0o600, f.b.owner, 0, f.b.times(ctx).Created)
@@ -139,9 +136,13 @@ func (f *cloneFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Att
 	return 0
 }
 
+var _ fs.NodeSetattrer = (*cloneFile)(nil)
+
 func (f *cloneFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	return f.Getattr(ctx, fh, out)
 }
+
+var _ fs.NodeOpener = (*cloneFile)(nil)
 
 func (f *cloneFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	uid := uint32(0)

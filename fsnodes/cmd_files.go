@@ -41,11 +41,7 @@ type connFile struct {
 	spec connFileSpec
 }
 
-var (
-	_ fs.NodeOpener    = (*connFile)(nil)
-	_ fs.NodeGetattrer = (*connFile)(nil)
-	_ fs.NodeSetattrer = (*connFile)(nil)
-)
+var _ fs.NodeGetattrer = (*connFile)(nil)
 
 // Getattr: the times are when the connection was made (a file of a
 // connection that is gone keeps its mode, as an open fd may still ask).
@@ -59,11 +55,15 @@ func (f *connFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	return 0
 }
 
+var _ fs.NodeSetattrer = (*connFile)(nil)
+
 // Setattr accepts truncation (`echo kill > ctl` opens with O_TRUNC) and
 // nothing else changes.
 func (f *connFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	return f.Getattr(ctx, fh, out)
 }
+
+var _ fs.NodeOpener = (*connFile)(nil)
 
 func (f *connFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	read, write := accessOf(flags)
@@ -100,11 +100,7 @@ type connHandle struct {
 	released bool
 }
 
-var (
-	_ fs.FileReader   = (*connHandle)(nil)
-	_ fs.FileWriter   = (*connHandle)(nil)
-	_ fs.FileReleaser = (*connHandle)(nil)
-)
+var _ fs.FileReader = (*connHandle)(nil)
 
 func (h *connHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	switch h.file {
@@ -148,6 +144,8 @@ func (h *connHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	return nil, syscall.EBADF
 }
 
+var _ fs.FileWriter = (*connHandle)(nil)
+
 func (h *connHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	switch h.file {
 	case control.FileCtl:
@@ -164,6 +162,8 @@ func (h *connHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 	}
 	return 0, syscall.EBADF
 }
+
+var _ fs.FileReleaser = (*connHandle)(nil)
 
 func (h *connHandle) Release(ctx context.Context) syscall.Errno {
 	h.mu.Lock()

@@ -19,11 +19,9 @@ type dataFile struct {
 	writable bool
 }
 
-var (
-	_ fs.FileIoctler  = (*dataFile)(nil)
-	_ fs.FileReleaser = (*dataFile)(nil)
-	_ fs.FileFlusher  = (*dataFile)(nil)
-)
+// PassthroughFd is the embedded LoopbackFile's: it gives the kernel the
+// host file, for passthrough.
+var _ fs.FilePassthroughFder = (*dataFile)(nil)
 
 func newDataFile(fd int) *dataFile {
 	return &dataFile{LoopbackFile: fs.NewLoopbackFile(fd).(*fs.LoopbackFile), fd: fd}
@@ -39,6 +37,8 @@ func (n *dataNode) newFile(fd int) *dataFile {
 	return f
 }
 
+var _ fs.FileReleaser = (*dataFile)(nil)
+
 func (f *dataFile) Release(ctx context.Context) syscall.Errno {
 	if f.n != nil {
 		if f.writable {
@@ -53,11 +53,15 @@ func (f *dataFile) Release(ctx context.Context) syscall.Errno {
 	return f.LoopbackFile.Release(ctx)
 }
 
+var _ fs.FileFlusher = (*dataFile)(nil)
+
 // Flush answers ENOSYS: the kernel then stops sending FLUSH on close (a
 // round trip per close saved). There is nothing to flush: writes go to
 // the host file as they happen, and locks are the open file's own (OFD)
 // and go with its release.
 func (f *dataFile) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
+
+var _ fs.FileIoctler = (*dataFile)(nil)
 
 func (f *dataFile) Ioctl(ctx context.Context, cmd uint32, arg uint64, input, output []byte) (int32, syscall.Errno) {
 	return 0, syscall.ENOTTY
@@ -83,5 +87,3 @@ func (n *dataNode) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn 
 	}
 	return in.copyTo(o, offIn, offOut, length, flags)
 }
-
-var _ fs.FilePassthroughFder = (*dataFile)(nil)

@@ -23,13 +23,7 @@ type ctlFile struct {
 	b *botDir
 }
 
-var (
-	_ fs.NodeOpener    = (*ctlFile)(nil)
-	_ fs.NodeGetattrer = (*ctlFile)(nil)
-	_ fs.NodeSetattrer = (*ctlFile)(nil)
-	_ fs.NodeReader    = (*ctlFile)(nil)
-	_ fs.NodeWriter    = (*ctlFile)(nil)
-)
+var _ fs.NodeGetattrer = (*ctlFile)(nil)
 
 // Getattr: the size is that of what a read gives (the verb list).
 func (f *ctlFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -38,18 +32,26 @@ func (f *ctlFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 	return 0
 }
 
+var _ fs.NodeSetattrer = (*ctlFile)(nil)
+
 // Setattr accepts truncation (O_TRUNC) and nothing else changes.
 func (f *ctlFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	return f.Getattr(ctx, fh, out)
 }
 
+var _ fs.NodeOpener = (*ctlFile)(nil)
+
 func (f *ctlFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	return nil, fuse.FOPEN_DIRECT_IO, 0
 }
 
+var _ fs.NodeReader = (*ctlFile)(nil)
+
 func (f *ctlFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	return readAt([]byte(control.Help()), dest, off), 0
 }
+
+var _ fs.NodeWriter = (*ctlFile)(nil)
 
 func (f *ctlFile) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	if err := f.b.r.c.Ctl(ctx, f.b.name, string(data)); err != nil {
@@ -85,11 +87,7 @@ type textHandle struct {
 	content []byte
 }
 
-var (
-	_ fs.NodeOpener    = (*textFile)(nil)
-	_ fs.NodeGetattrer = (*textFile)(nil)
-	_ fs.NodeReader    = (*textFile)(nil)
-)
+var _ fs.NodeGetattrer = (*textFile)(nil)
 
 func (f *textFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	b, err := f.render(ctx)
@@ -105,6 +103,8 @@ func (f *textFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	return 0
 }
 
+var _ fs.NodeOpener = (*textFile)(nil)
+
 func (f *textFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&unix.O_ACCMODE != unix.O_RDONLY {
 		return nil, 0, syscall.EACCES
@@ -115,6 +115,8 @@ func (f *textFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	return &textHandle{content: b}, fuse.FOPEN_DIRECT_IO, 0
 }
+
+var _ fs.NodeReader = (*textFile)(nil)
 
 func (f *textFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h, ok := fh.(*textHandle)
@@ -151,11 +153,7 @@ type eventsHandle struct {
 	loaded   bool
 }
 
-var (
-	_ fs.NodeOpener    = (*eventsFile)(nil)
-	_ fs.NodeGetattrer = (*eventsFile)(nil)
-	_ fs.NodeReader    = (*eventsFile)(nil)
-)
+var _ fs.NodeGetattrer = (*eventsFile)(nil)
 
 // Getattr: the mtime is the last event's; the size is 0, as /proc's
 // files have (the history is in Postgres, and a read gives it).
@@ -165,12 +163,16 @@ func (f *eventsFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.At
 	return 0
 }
 
+var _ fs.NodeOpener = (*eventsFile)(nil)
+
 func (f *eventsFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&unix.O_ACCMODE != unix.O_RDONLY {
 		return nil, 0, syscall.EACCES
 	}
 	return &eventsHandle{nonblock: flags&unix.O_NONBLOCK != 0}, fuse.FOPEN_DIRECT_IO, 0
 }
+
+var _ fs.NodeReader = (*eventsFile)(nil)
 
 func (f *eventsFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h, ok := fh.(*eventsHandle)
@@ -213,12 +215,9 @@ type logFile struct {
 	b *botDir
 }
 
-var (
-	_ fs.NodeOpener    = (*logFile)(nil)
-	_ fs.NodeGetattrer = (*logFile)(nil)
-)
-
 func (f *logFile) path() string { return f.b.r.c.LogPath(f.b.name) }
+
+var _ fs.NodeGetattrer = (*logFile)(nil)
 
 func (f *logFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	var st syscall.Stat_t
@@ -232,6 +231,8 @@ func (f *logFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 	out.SetTimeout(uncached)
 	return 0
 }
+
+var _ fs.NodeOpener = (*logFile)(nil)
 
 func (f *logFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&unix.O_ACCMODE != unix.O_RDONLY {

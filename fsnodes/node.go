@@ -125,14 +125,14 @@ func (n *dataNode) dropFd() {
 	n.mu.Unlock()
 }
 
+var _ fs.NodeOnForgetter = (*dataNode)(nil)
+
 // OnForget closes the fd once the kernel has forgotten the node.
 func (n *dataNode) OnForget() {
 	if !n.root {
 		n.t.forget(n)
 	}
 }
-
-var _ fs.NodeOnForgetter = (*dataNode)(nil)
 
 // lookupChild opens name in the directory dirfd without following it,
 // and returns the node for what it found: the node the tree already has

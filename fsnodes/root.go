@@ -42,15 +42,7 @@ type Root struct {
 	aclAsks atomic.Int64 // GETXATTR of /M's access ACL (see top)
 }
 
-var (
-	_ fs.NodeLookuper       = (*Root)(nil)
-	_ fs.NodeReaddirer      = (*Root)(nil)
-	_ fs.NodeMkdirer        = (*Root)(nil)
-	_ fs.NodeRmdirer        = (*Root)(nil)
-	_ fs.NodeGetattrer      = (*Root)(nil)
-	_ fs.NodeOpendirHandler = (*Root)(nil)
-	_ fs.NodeGetxattrer     = (*Root)(nil)
-)
+var _ fs.NodeOpendirHandler = (*Root)(nil)
 
 // OpendirHandle lets the kernel cache the listing of /M (ls /M with many
 // bots); bots come and go through control, which drops it (root_list.go).
@@ -176,6 +168,8 @@ func (r *Root) close() {
 	r.watch.close()
 }
 
+var _ fs.NodeGetattrer = (*Root)(nil)
+
 // Getattr: /M is 1777, like /tmp: anyone may mkdir a bot (it is then
 // theirs, 0700), only its owner or root may rmdir it (the sticky bit).
 func (r *Root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -186,6 +180,8 @@ func (r *Root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	return 0
 }
 
+var _ fs.NodeGetxattrer = (*Root)(nil)
+
 // Getxattr: /M has no xattrs, and no ACL. The kernel asks for the ACL
 // when someone other than root walks through /M, and keeps the answer
 // (see top for when it would not); aclAsks counts the asks.
@@ -195,6 +191,8 @@ func (r *Root) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	}
 	return 0, syscall.ENODATA
 }
+
+var _ fs.NodeLookuper = (*Root)(nil)
 
 func (r *Root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if e := tooLong(name); e != 0 {
@@ -231,6 +229,8 @@ func (r *Root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	return r.NewInode(ctx, b, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: stableIno("bot", st.ID)}), 0
 }
 
+var _ fs.NodeReaddirer = (*Root)(nil)
+
 func (r *Root) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	bots := r.c.Bots()
 	entries := make([]fuse.DirEntry, 0, len(bots))
@@ -243,6 +243,8 @@ func (r *Root) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	}
 	return fs.NewListDirStream(entries), 0
 }
+
+var _ fs.NodeMkdirer = (*Root)(nil)
 
 func (r *Root) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if e := tooLong(name); e != 0 {
@@ -257,6 +259,8 @@ func (r *Root) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	}
 	return r.Lookup(ctx, name, out)
 }
+
+var _ fs.NodeRmdirer = (*Root)(nil)
 
 func (r *Root) Rmdir(ctx context.Context, name string) syscall.Errno {
 	r.mu.Lock()

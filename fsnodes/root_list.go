@@ -66,11 +66,6 @@ type rootListing struct {
 	checked bool         // a READDIR came: ds stands until a rewind
 }
 
-var (
-	_ fs.FileReaddirenter = (*rootListing)(nil)
-	_ fs.FileSeekdirer    = (*rootListing)(nil)
-)
-
 func newRootListing(ctx context.Context, r *Root) (*rootListing, syscall.Errno) {
 	l := &rootListing{r: r}
 	return l, l.list(ctx)
@@ -97,12 +92,16 @@ func (l *rootListing) fresh(ctx context.Context) syscall.Errno {
 	return 0
 }
 
+var _ fs.FileReaddirenter = (*rootListing)(nil)
+
 func (l *rootListing) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	if errno := l.fresh(ctx); errno != 0 {
 		return nil, errno
 	}
 	return l.ds.(fs.FileReaddirenter).Readdirent(ctx)
 }
+
+var _ fs.FileSeekdirer = (*rootListing)(nil)
 
 func (l *rootListing) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if off == 0 {

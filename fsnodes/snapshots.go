@@ -16,13 +16,7 @@ type snapshotsDir struct {
 	b *botDir
 }
 
-var (
-	_ fs.NodeLookuper  = (*snapshotsDir)(nil)
-	_ fs.NodeReaddirer = (*snapshotsDir)(nil)
-	_ fs.NodeMkdirer   = (*snapshotsDir)(nil)
-	_ fs.NodeRmdirer   = (*snapshotsDir)(nil)
-	_ fs.NodeGetattrer = (*snapshotsDir)(nil)
-)
+var _ fs.NodeGetattrer = (*snapshotsDir)(nil)
 
 // Getattr: one subdir per snapshot; the times are the bot's creation.
 func (d *snapshotsDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -36,6 +30,8 @@ func (d *snapshotsDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.A
 }
 
 func (d *snapshotsDir) ino(name string) uint64 { return stableIno("snapshot", d.b.id, name) }
+
+var _ fs.NodeLookuper = (*snapshotsDir)(nil)
 
 func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if e := tooLong(name); e != 0 {
@@ -59,6 +55,8 @@ func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryO
 	return d.NewInode(ctx, s, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: d.ino(name), Gen: uint64(info.Version)}), 0
 }
 
+var _ fs.NodeReaddirer = (*snapshotsDir)(nil)
+
 func (d *snapshotsDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	list, err := d.b.r.c.Snapshots(ctx, d.b.name)
 	if err != nil {
@@ -71,6 +69,8 @@ func (d *snapshotsDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno
 	return fs.NewListDirStream(entries), 0
 }
 
+var _ fs.NodeMkdirer = (*snapshotsDir)(nil)
+
 func (d *snapshotsDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if e := tooLong(name); e != 0 {
 		return nil, e
@@ -80,6 +80,8 @@ func (d *snapshotsDir) Mkdir(ctx context.Context, name string, mode uint32, out 
 	}
 	return d.Lookup(ctx, name, out)
 }
+
+var _ fs.NodeRmdirer = (*snapshotsDir)(nil)
 
 // Rmdir drops the snapshot; its views let go of it first (the
 // controller tells the root, SnapshotDropping).
@@ -138,11 +140,7 @@ type snapDir struct {
 	rootfs, data *tree
 }
 
-var (
-	_ fs.NodeOnAdder   = (*snapDir)(nil)
-	_ fs.NodeGetattrer = (*snapDir)(nil)
-	_ fs.NodeLookuper  = (*snapDir)(nil)
-)
+var _ fs.NodeLookuper = (*snapDir)(nil)
 
 // Lookup finds info, data or rootfs; the first lookup of a view asks for
 // its bind (only a view someone looks at is bound: `ls -l snapshots/`
@@ -161,11 +159,15 @@ func (s *snapDir) attr(a *fuse.Attr) {
 	synthDir(a, 0o555, s.d.b.owner, 2, s.created)
 }
 
+var _ fs.NodeGetattrer = (*snapDir)(nil)
+
 func (s *snapDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	s.attr(&out.Attr)
 	out.SetTimeout(s.d.b.r.opts.AttrTimeout)
 	return 0
 }
+
+var _ fs.NodeOnAdder = (*snapDir)(nil)
 
 func (s *snapDir) OnAdd(ctx context.Context) {
 	c, bot, name := s.d.b.r.c, s.d.b.name, s.name

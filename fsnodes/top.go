@@ -28,15 +28,14 @@ type top struct {
 	root *Root
 }
 
-var (
-	_ fs.NodeOnAdder   = (*top)(nil)
-	_ fs.NodeGetattrer = (*top)(nil)
-)
+var _ fs.NodeOnAdder = (*top)(nil)
 
 func (t *top) OnAdd(ctx context.Context) {
 	n := t.NewPersistentInode(ctx, t.root, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: stableIno("root")})
 	t.AddChild(topChild, n, false)
 }
+
+var _ fs.NodeGetattrer = (*top)(nil)
 
 // Getattr: only root sees this dir, through the mount fd memohfs holds
 // while it attaches the mount.
