@@ -228,7 +228,7 @@ func (bs *binds) detachWhere(match func(bindKey) bool) {
 	}
 }
 
-// Mode says how name's data/ is served: "bind" or "fuse".
+// mode says how name's data/ is served: "bind" or "fuse".
 func (bs *binds) mode(name string) string {
 	if bs == nil {
 		return "fuse"

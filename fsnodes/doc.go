@@ -1,7 +1,7 @@
 // Package fsnodes is the FUSE face of memohfs: small go-fuse node types
 // for the tree
 //
-//	/M/<bot>/{ctl,status,err,events,log,data/,skills/,snapshots/}
+//	/M/<bot>/{ctl,status,err,events,log,data/,skills/,snapshots/,cmd/}
 //
 // that turn file operations into control calls and control's error kinds
 // into errno. It holds no business rules: what a write to ctl does, and

@@ -119,14 +119,14 @@ type Mounted struct {
 	root   *Root
 	dir    string
 	// Replaced says what was on the mount point before: nothing, or a
-	// stale mount replaced (mount.MountFUSE).
+	// stale mount replaced (mount.FUSE.Attach).
 	Replaced mount.Replaced
 }
 
 // Stop ends what blocks the unmount: blocked readers of events, log and
 // cmd/ streams are answered, the data/ binds and watchers let go. The
-// mount stays; Unmount (or mount.Serve, which calls Stop first) takes it
-// down. Safe to call more than once.
+// mount stays; Unmount (or mount.Serve, given Stop as its
+// ServeOptions.Stopping) takes it down. Safe to call more than once.
 func (m *Mounted) Stop() { m.root.close() }
 
 // Wait returns once the server has stopped serving (mount.Waiter).
@@ -154,7 +154,7 @@ func (m *Mounted) Unmount() error {
 // and writes the host file itself) or "fuse (why)".
 func (m *Mounted) DataIO() string { return m.root.dataIO }
 
-// DataPath says how a bot's data/ is served now: "bind" or "fuse (why)".
+// DataPath says how a bot's data/ is served now: "bind" or "fuse".
 func (m *Mounted) DataPath(bot string) string { return m.root.dataPath(bot) }
 
 // WatchOverflows counts the times the watcher of a bot's data dir lost
@@ -163,7 +163,7 @@ func (m *Mounted) WatchOverflows(bot string) int { return m.root.watchOverflows(
 
 // Mount serves the controller's bots at dir until the server is
 // unmounted. A stale mount on dir (a memohfs before this one died) is
-// replaced without dir ever being bare (mount.MountFUSE).
+// replaced without dir ever being bare (mount.FUSE.Attach).
 func Mount(dir string, c *control.Controller, o Options) (*Mounted, error) {
 	if o.EntryTimeout == 0 {
 		o.EntryTimeout = time.Second
@@ -195,7 +195,7 @@ func Mount(dir string, c *control.Controller, o Options) (*Mounted, error) {
 			// file): without this each is a round trip.
 			EnableAcl: true,
 			// No GETXATTR(security.capability) round trip before every
-			// write; memohfs clears setuid/setgid itself (see Setattr).
+			// write; memohfs clears setuid/setgid itself (see killsPrivs).
 			// The mode and the caller's umask come apart (see umask.go),
 			// and a create carries the caller's supplementary group.
 			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_DONT_MASK | fuse.CAP_CREATE_SUPP_GROUP,

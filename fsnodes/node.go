@@ -19,7 +19,7 @@ import (
 //
 // Every operation reaches the host through that fd (hostFd), or through
 // *at calls on its parent's fd for the name it was asked about: a name is
-// never walked again from the top, so a bot that swaps a directory on the
+// never walked again from the tree's base, so a bot that swaps a directory on the
 // way for a symlink, or a file for a fifo, changes nothing for a node the
 // kernel already has. A node whose fd was dropped (the tree was reset by
 // a restore) is found again from the tree's base without following links,
@@ -33,7 +33,8 @@ type dataNode struct {
 	fs.Inode
 	t *tree
 	// root marks the tree's root node (data/, skills/, a snapshot's
-	// views): its fd is the tree's base, held by the tree.
+	// views): it holds no fd of its own and uses the tree's (withBase:
+	// the base, or for skills/ the prefix opened beneath it).
 	root bool
 
 	mu sync.RWMutex // guards fd and fh against a close while they are used

@@ -84,7 +84,7 @@ func (d *snapshotsDir) Mkdir(ctx context.Context, name string, mode uint32, out 
 var _ fs.NodeRmdirer = (*snapshotsDir)(nil)
 
 // Rmdir drops the snapshot; its views let go of it first (the
-// controller tells the root, SnapshotDropping).
+// controller tells Root: SnapshotDropping).
 func (d *snapshotsDir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	err := d.b.r.c.DropSnapshot(ctx, d.b.name, name)
 	if err == nil {

@@ -21,12 +21,13 @@ import (
 // snapshot's copy of it, a snapshot's rootfs) as a subtree of the mount.
 //
 // Each node holds its host file open as an O_PATH fd, taken from its
-// parent's fd without following links (see dataNode); the root is the
-// base directory's fd. A symlink anywhere in the tree, planted by the bot
-// or swapped in during an operation, is never followed by the daemon:
-// symlinks are returned to the kernel, which resolves them in the
-// caller's context with the caller's rights (and, with nosymfollow on
-// the mount, refuses to).
+// parent's fd without following links (see dataNode); the root node
+// holds none of its own and uses the tree's (withBase: the base
+// directory's fd, or the prefix opened beneath it for each call). A
+// symlink anywhere in the tree, planted by the bot or swapped in during
+// an operation, is never followed by the daemon: symlinks are returned
+// to the kernel, which resolves them in the caller's context with the
+// caller's rights (and, with nosymfollow on the mount, refuses to).
 type tree struct {
 	id       uint64 // mixed into inode generations: trees never share inodes
 	readOnly bool
@@ -149,8 +150,8 @@ func (t *tree) withBaseDir(ctx context.Context, fn func(base int) syscall.Errno)
 			t.mu.Unlock()
 			return errnoOf(err)
 		}
-		// dir is memohfs's own path (the data root's, made by memohfs),
-		// not one a bot controls.
+		// dir is memohfs's own path (a bot's data dir, a snapshot's copy
+		// of it or its rootfs view), not one a bot controls.
 		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.mu.Unlock()
@@ -287,10 +288,11 @@ const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESO
 // noCache reports whether the kernel may not cache rel.
 func (t *tree) noCache(rel string) bool { return t.uncached != nil && t.uncached(rel) }
 
-// openRel opens rel beneath the base, refusing symlinks on the way.
-func openRel(base int, rel string, flags int, mode uint32) (int, error) {
+// openRel opens rel beneath the directory open as dir (a tree's base, a
+// node's directory), refusing symlinks on the way.
+func openRel(dir int, rel string, flags int, mode uint32) (int, error) {
 	for {
-		fd, err := unix.Openat2(base, rel, &unix.OpenHow{
+		fd, err := unix.Openat2(dir, rel, &unix.OpenHow{
 			Flags: uint64(flags | unix.O_CLOEXEC), Mode: uint64(mode), Resolve: resolveFlags,
 		})
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {

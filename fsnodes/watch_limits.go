@@ -77,7 +77,7 @@ const (
 	degradedOther     = "unwatchable directory"
 )
 
-// degrade records that tr is not fully watched, and logs it (with the
+// degrade records that tw is not fully watched, and logs it (with the
 // reason and the fix) the first time for each kind.
 func (tw *treeWatch) degrade(kind string, err error) {
 	tw.lmu.Lock()

@@ -197,8 +197,8 @@ func (tw *treeWatch) event(wd int32, mask uint32, name string) bool {
 	if mask&unix.IN_Q_OVERFLOW != 0 {
 		// Events of this tree were lost: what the kernel cached of it is
 		// dropped, and the watches put back (directories made meanwhile
-		// were never walked). Covers is false from the reset until the
-		// walk reaches each directory again.
+		// were never walked). covers answers false from the reset until
+		// the walk reaches each directory again.
 		tw.degrade(degradedOverflow, nil)
 		tw.mu.Lock()
 		tw.top = nil
