@@ -19,11 +19,12 @@ import (
 //
 // Every operation reaches the host through that fd (hostFd), or through
 // *at calls on its parent's fd for the name it was asked about: a name is
-// never walked again from the tree's base, so a bot that swaps a directory on the
-// way for a symlink, or a file for a fifo, changes nothing for a node the
-// kernel already has. A node whose fd was dropped (the tree was reset by
-// a restore) is found again from the tree's base without following links,
-// and only if the same file is still there; else it answers ESTALE.
+// never walked again from the tree's base, so a bot that swaps a
+// directory on the way for a symlink, or a file for a fifo, changes
+// nothing for a node the kernel already has. A node whose fd was dropped
+// (the tree was reset by a restore) is found again from the tree's base
+// without following links, and only if the same file is still there;
+// else it answers ESTALE.
 //
 // Calls that create, remove, rename or change entries run with the
 // caller's credentials (asCaller): the host kernel applies ownership,
