@@ -69,6 +69,9 @@ func (k bindKey) rel() string {
 	return filepath.Join(k.bot, "snapshots", k.snap, k.view)
 }
 
+// readOnly: a snapshot's views are bound read-only, data/ read-write.
+func (k bindKey) readOnly() bool { return k.snap != "" }
+
 // botBind is one bind and what it must show.
 type botBind struct {
 	b        *mount.Bind
@@ -366,7 +369,7 @@ func (bs *binds) ensure(k bindKey) {
 	if bs.gen[k.bot] != gen || bs.isHeld(k) {
 		return // held since: the dir opened may be on its way out
 	}
-	b, err := mount.BindAt(src, target, k.snap != "")
+	b, err := mount.BindAt(src, target, k.readOnly())
 	if err != nil {
 		bs.log.Warn("stays on FUSE: bind", "at", k.rel(), "err", err)
 		return

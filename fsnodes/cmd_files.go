@@ -24,11 +24,11 @@ type connFileSpec struct {
 }
 
 var connFiles = []connFileSpec{
-	{"ctl", control.FileCtl, 0o600, false, false},
-	{"data", control.FileData, 0o600, false, true},
-	{"stderr", control.FileStderr, 0o400, true, true},
-	{"wait", control.FileWait, 0o400, true, true},
-	{"status", control.FileStatus, 0o400, true, false},
+	{name: "ctl", file: control.FileCtl, mode: 0o600},
+	{name: "data", file: control.FileData, mode: 0o600, stream: true},
+	{name: "stderr", file: control.FileStderr, mode: 0o400, readOnly: true, stream: true},
+	{name: "wait", file: control.FileWait, mode: 0o400, readOnly: true, stream: true},
+	{name: "status", file: control.FileStatus, mode: 0o400, readOnly: true},
 }
 
 // streamOpen: what the stream files are opened with.

@@ -144,14 +144,23 @@ func (n *dataNode) lookupChild(ctx context.Context, dirfd int, name string, out 
 	if err != nil {
 		return nil, fs.ToErrno(err)
 	}
-	return n.childOf(ctx, fd, name, out, false)
+	return n.childOf(ctx, fd, name, out, lookedUp)
 }
+
+// origin says how childOf's entry came: found by a lookup, or just made
+// here for the caller (memohfs then notes its state as its own, so the
+// watcher does not drop the kernel's caches for it).
+type origin bool
+
+const (
+	lookedUp origin = false
+	madeHere origin = true
+)
 
 // childOf makes fd (an O_PATH fd of name in n, which it takes over) a
 // node of the tree, with the entry's attributes from fstat of fd itself.
-// made says the caller just made it: memohfs notes its state as its own,
-// so the watcher does not drop the kernel's caches for it.
-func (n *dataNode) childOf(ctx context.Context, fd int, name string, out *fuse.EntryOut, made bool) (*fs.Inode, syscall.Errno) {
+// made is how the entry came (origin).
+func (n *dataNode) childOf(ctx context.Context, fd int, name string, out *fuse.EntryOut, made origin) (*fs.Inode, syscall.Errno) {
 	var x unix.Statx_t
 	if err := statx(fd, "", &x); err != nil {
 		unix.Close(fd)
@@ -168,11 +177,20 @@ func (n *dataNode) childOf(ctx context.Context, fd int, name string, out *fuse.E
 	return n.t.nodeFor(ctx, n, fd, n.t.stable(&x)), 0
 }
 
+// creation says whether a call asCaller runs makes an entry (a file,
+// dir, node or link) or makes none (it changes or removes one).
+type creation bool
+
+const (
+	makesNothing creation = false
+	makesEntry   creation = true
+)
+
 // asCaller runs fn with the credentials of the process that made the
 // request (see internal/creds). umask is applied by the host to what fn
 // creates; for calls that create nothing pass 0. A root caller's calls
 // that create nothing run on the request's own thread.
-func (n *dataNode) asCaller(ctx context.Context, creates bool, umask uint32, fn func() error) syscall.Errno {
+func (n *dataNode) asCaller(ctx context.Context, creates creation, umask uint32, fn func() error) syscall.Errno {
 	c, ok := fuse.FromContext(ctx)
 	if !ok {
 		return fs.ToErrno(fn()) // memohfs's own call, not a user's

@@ -92,7 +92,7 @@ func (n *dataNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 // setattr applies what in asks for to the host inode open as fd.
 func (n *dataNode) setattr(ctx context.Context, fd int, f fs.FileHandle, in *fuse.SetAttrIn) syscall.Errno {
 	if m, ok := in.GetMode(); ok {
-		if e := n.asCaller(ctx, false, 0, func() error {
+		if e := n.asCaller(ctx, makesNothing, 0, func() error {
 			return fchmodat2(fd, "", m&0o7777, unix.AT_EMPTY_PATH)
 		}); e != 0 {
 			return e
@@ -108,7 +108,7 @@ func (n *dataNode) setattr(ctx context.Context, fd int, f fs.FileHandle, in *fus
 		if gok {
 			g = int(gid)
 		}
-		if e := n.asCaller(ctx, false, 0, func() error {
+		if e := n.asCaller(ctx, makesNothing, 0, func() error {
 			return unix.Fchownat(fd, "", u, g, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
 		}); e != 0 {
 			return e
@@ -126,7 +126,7 @@ func (n *dataNode) setattr(ctx context.Context, fd int, f fs.FileHandle, in *fus
 		}
 	}
 	if ts, ok := setTimes(in); ok {
-		if e := n.asCaller(ctx, false, 0, func() error {
+		if e := n.asCaller(ctx, makesNothing, 0, func() error {
 			return unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
 		}); e != 0 {
 			return e
@@ -149,7 +149,7 @@ func (n *dataNode) truncate(ctx context.Context, fd int, size int64) syscall.Err
 	default:
 		return syscall.EINVAL // truncate(2) of a non-regular file
 	}
-	return n.asCaller(ctx, false, 0, func() error {
+	return n.asCaller(ctx, makesNothing, 0, func() error {
 		w, err := reopenFd(fd, unix.O_WRONLY)
 		if err != nil {
 			return err

@@ -71,8 +71,11 @@ func (n *dataNode) made(ctx context.Context, dirfd int, name string, typ uint32,
 		unix.Close(fd)
 		return nil, errMoved
 	}
-	c, ok := fuse.FromContext(ctx)
-	return n.childOf(ctx, fd, name, out, !ok || x.Uid == c.Uid)
+	from := lookedUp
+	if c, ok := fuse.FromContext(ctx); !ok || x.Uid == c.Uid {
+		from = madeHere // the caller's: what the call made
+	}
+	return n.childOf(ctx, fd, name, out, from)
 }
 
 // errMoved says an entry just made was moved away before it was opened.
@@ -92,7 +95,7 @@ func (n *dataNode) makeEntry(ctx context.Context, name string, typ, umask uint32
 	var ch *fs.Inode
 	errno := n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
 		for range makeAttempts {
-			if e := n.asCaller(ctx, true, umask, func() error { return mk(dirfd) }); e != 0 {
+			if e := n.asCaller(ctx, makesEntry, umask, func() error { return mk(dirfd) }); e != 0 {
 				return e
 			}
 			var e syscall.Errno
@@ -156,7 +159,7 @@ func (n *dataNode) Link(ctx context.Context, target fs.InodeEmbedder, name strin
 	var ch *fs.Inode
 	errno := tn.hostFd(ctx, func(tfd int) syscall.Errno {
 		return n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
-			if e := n.asCaller(ctx, true, 0, func() error {
+			if e := n.asCaller(ctx, makesEntry, 0, func() error {
 				return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(tfd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
 			}); e != 0 {
 				return e
@@ -216,7 +219,7 @@ func (n *dataNode) remove(ctx context.Context, name string, flags int) syscall.E
 		return e
 	}
 	return n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
-		if e := n.asCaller(ctx, false, 0, func() error {
+		if e := n.asCaller(ctx, makesNothing, 0, func() error {
 			return unix.Unlinkat(dirfd, name, flags)
 		}); e != 0 {
 			return e
@@ -246,7 +249,7 @@ func (n *dataNode) Rename(ctx context.Context, name string, newParent fs.InodeEm
 			withNew = func(_ context.Context, fn func(int) syscall.Errno) syscall.Errno { return fn(olddir) }
 		}
 		return withNew(ctx, func(newdir int) syscall.Errno {
-			if e := n.asCaller(ctx, false, 0, func() error {
+			if e := n.asCaller(ctx, makesNothing, 0, func() error {
 				return unix.Renameat2(olddir, name, newdir, newName, uint(flags))
 			}); e != 0 {
 				return e

@@ -30,7 +30,7 @@ func (n *dataNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 			return e
 		}
 		var fd int
-		e := n.asCaller(ctx, false, 0, func() error {
+		e := n.asCaller(ctx, makesNothing, 0, func() error {
 			var err error
 			fd, err = reopenFd(pfd, int(flags)&openFlags)
 			return err
@@ -83,7 +83,7 @@ func (n *dataNode) Create(ctx context.Context, name string, flags, mode uint32, 
 	var fh fs.FileHandle
 	errno := n.changeIn(ctx, name, func(dirfd int) syscall.Errno {
 		var fd int
-		e := n.asCaller(ctx, true, umask, func() error {
+		e := n.asCaller(ctx, makesEntry, umask, func() error {
 			var err error
 			// O_EXCL always: a symlink at name (even a dangling one) is
 			// never created through, and a fifo or device is never opened.
@@ -100,7 +100,7 @@ func (n *dataNode) Create(ctx context.Context, name string, flags, mode uint32, 
 		if e != 0 {
 			return e
 		}
-		if ch, e = n.childOf(ctx, pfd, name, out, true); e != 0 {
+		if ch, e = n.childOf(ctx, pfd, name, out, madeHere); e != 0 {
 			unix.Close(fd)
 			return e
 		}
@@ -123,7 +123,7 @@ func (n *dataNode) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.En
 	var fh fs.FileHandle
 	errno := n.hostFd(ctx, func(dirfd int) syscall.Errno {
 		var fd int
-		e := n.asCaller(ctx, true, umask, func() error {
+		e := n.asCaller(ctx, makesEntry, umask, func() error {
 			var err error
 			fd, err = unix.Openat(dirfd, ".", int(flags)&(openFlags&^unix.O_TRUNC)|unix.O_TMPFILE|unix.O_CLOEXEC, mode&0o7777)
 			return err

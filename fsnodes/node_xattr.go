@@ -75,7 +75,7 @@ func (n *dataNode) changeXattr(ctx context.Context, change func(p string) error)
 	rel := n.t.rel(n.EmbeddedInode())
 	defer n.t.owning(rel)()
 	return n.hostFd(ctx, func(fd int) syscall.Errno {
-		if e := n.asCaller(ctx, false, 0, func() error { return change(fdPath(fd)) }); e != 0 {
+		if e := n.asCaller(ctx, makesNothing, 0, func() error { return change(fdPath(fd)) }); e != 0 {
 			return e
 		}
 		var x unix.Statx_t

@@ -133,7 +133,7 @@ func (tw *treeWatch) run() {
 		releaseInstance()
 		unix.Close(tw.rootFd)
 	}()
-	tw.rewalk(false)
+	tw.rewalk(sameInstance)
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := tw.file.Load().Read(buf)
@@ -162,11 +162,20 @@ func (tw *treeWatch) run() {
 	}
 }
 
+// renewal says whether rewalk keeps the inotify instance or replaces it.
+type renewal bool
+
+const (
+	sameInstance  renewal = false
+	freshInstance renewal = true
+)
+
 // rewalk forgets every watch and walks the tree from its root again.
-// With renew, the watches go with the instance, replaced by a new one
-// (removing them one by one would queue an IN_IGNORED for each, enough
-// to overflow again); if no new instance can be had, they are removed.
-func (tw *treeWatch) rewalk(renew bool) {
+// With freshInstance, the watches go with the instance, replaced by a
+// new one (removing them one by one would queue an IN_IGNORED for each,
+// enough to overflow again); if no new instance can be had, they are
+// removed.
+func (tw *treeWatch) rewalk(renew renewal) {
 	tw.mu.Lock()
 	var rm []int32
 	for wd := range tw.wds {
@@ -206,7 +215,7 @@ func (tw *treeWatch) event(wd int32, mask uint32, name string) bool {
 		tw.mu.Unlock()
 		tw.w.overflows.Add(1)
 		tw.tellNow(change{Overflow: true})
-		tw.rewalk(true)
+		tw.rewalk(freshInstance)
 		return false
 	}
 	tw.mu.RLock()
