@@ -13,11 +13,11 @@ import (
 // the mount under the one on top of the target, not over it.
 const moveMountBeneath = 0x200
 
-// noBeneath makes MountFUSE clear a stale mount first, as on a kernel
+// noBeneath makes FUSE.Attach clear a stale mount first, as on a kernel
 // without MOVE_MOUNT_BENEATH (for tests of that path).
 var noBeneath = false
 
-// FUSEOptions describe a FUSE mount made by MountFUSE.
+// FUSEOptions describe a FUSE mount made by NewFUSE and FUSE.Attach.
 type FUSEOptions struct {
 	// Name is the mount's source and subtype: it shows as fuse.Name.
 	Name string
