@@ -29,7 +29,7 @@ func doctorCommand() *cli.Command {
 // doctorOptionsFrom is what doctor checks against, from its flags.
 func doctorOptionsFrom(c *cli.Context) doctor.Options {
 	return doctor.Options{
-		CNIBinDir:         c.String("cni-bin-dir"),
+		CNIBinDirs:        splitPath(c.String("cni-bin-dir")),
 		ContainerdAddress: c.String("containerd-address"),
 		DatabaseURL:       c.String("database-url"),
 		ContainerdBin:     c.String("containerd-bin"),

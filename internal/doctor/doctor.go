@@ -29,12 +29,12 @@ import (
 
 // Options are what Run checks against.
 type Options struct {
-	CNIBinDir         string // CNI plugin dirs, colon separated (as --cni-bin-dir); named as given in a failure
-	ContainerdAddress string // the containerd serve would connect to
-	DatabaseURL       string // the Postgres serve would connect to ("": none given)
-	ContainerdBin     string // where up would find containerd ("": next to memohfs, then PATH)
-	RequireServe      bool   // the containerd and Postgres serve connects to are needed, not only wanted
-	Bots              int    // how many bots this host serves at once (sizes the inotify checks; at least 1)
+	CNIBinDirs        []string // CNI plugin dirs (--cni-bin-dir, split)
+	ContainerdAddress string   // the containerd serve would connect to
+	DatabaseURL       string   // the Postgres serve would connect to ("": none given)
+	ContainerdBin     string   // where up would find containerd ("": next to memohfs, then PATH)
+	RequireServe      bool     // the containerd and Postgres serve connects to are needed, not only wanted
+	Bots              int      // how many bots this host serves at once (sizes the inotify checks; at least 1)
 }
 
 // Check is one check's outcome: one line of doctor's table.
@@ -86,8 +86,7 @@ func Run(ctx context.Context, o Options) []Check {
 	}
 	add(runc)
 
-	dirs := splitPath(o.CNIBinDir)
-	add(cniPlugins(dirs, o.CNIBinDir))
+	add(cniPlugins(o.CNIBinDirs))
 	add(cgroups())
 	for _, ch := range inotify(o.Bots) {
 		add(ch)
@@ -101,14 +100,14 @@ func Run(ctx context.Context, o Options) []Check {
 	// What `serve` connects to.
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	add(serveContainerd(ctx, o.ContainerdAddress, dirs, o.RequireServe))
+	add(serveContainerd(ctx, o.ContainerdAddress, o.CNIBinDirs, o.RequireServe))
 	add(servePostgres(ctx, o.DatabaseURL, o.RequireServe))
 	return out
 }
 
 // cniPlugins checks that each plugin memohfs's network uses is an
 // executable in one of dirs (list names them in the detail).
-func cniPlugins(dirs []string, list string) Check {
+func cniPlugins(dirs []string) Check {
 	var missing []string
 	for _, p := range []string{"bridge", "host-local", "loopback"} {
 		found := false
@@ -122,7 +121,7 @@ func cniPlugins(dirs []string, list string) Check {
 		}
 	}
 	if len(missing) > 0 {
-		return Check{Name: "CNI plugins", Needed: true, Detail: "missing " + strings.Join(missing, ", ") + " in " + list,
+		return Check{Name: "CNI plugins", Needed: true, Detail: "missing " + strings.Join(missing, ", ") + " in " + strings.Join(dirs, ":"),
 			Fix: "apt-get install containernetworking-plugins (or --cni-bin-dir)"}
 	}
 	return Check{Name: "CNI plugins", OK: true, Needed: true, Detail: "bridge, host-local, loopback"}
@@ -272,17 +271,6 @@ func lookBin(ch Check) Check {
 	}
 	ch.OK, ch.Detail, ch.Fix = true, p, ""
 	return ch
-}
-
-// splitPath splits a colon separated list of dirs, dropping empty ones.
-func splitPath(s string) []string {
-	var out []string
-	for _, p := range filepath.SplitList(s) {
-		if p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }

@@ -52,11 +52,11 @@ func TestDoctorRun(t *testing.T) {
 		t.Fatalf("no %q row: %s", name, names(cs))
 		return Check{}
 	}
-	cs := Run(context.Background(), Options{CNIBinDir: "/nonexistent::/nonexistent2", ContainerdAddress: sock, Bots: 1})
+	cs := Run(context.Background(), Options{CNIBinDirs: []string{"/nonexistent", "/nonexistent2"}, ContainerdAddress: sock, Bots: 1})
 	if got := names(cs); got != want {
 		t.Fatalf("rows %s\nwant %s", got, want)
 	}
-	if c := row(cs, "CNI plugins"); c.Status() != "FAIL" || !strings.Contains(c.Detail, "in /nonexistent::/nonexistent2") {
+	if c := row(cs, "CNI plugins"); c.Status() != "FAIL" || !strings.Contains(c.Detail, "in /nonexistent:/nonexistent2") {
 		t.Errorf("CNI plugins with no plugin dir: %+v", c)
 	}
 	for _, name := range []string{"containerd " + sock, "postgres"} {
