@@ -371,13 +371,17 @@ func (e *escEnv) shCode(t *testing.T, bot, script string) (string, int) {
 }
 
 // race runs body in a loop in the bot (after pre, then post) until stop
-// is called; stop returns what the loop printed.
+// is called, and returns once the loop runs (pre is done); stop returns
+// what the loop printed.
 func (e *escEnv) race(t *testing.T, bot, name, pre, body, post string) (stop func() string) {
 	t.Helper()
 	flag := "/data/.stop-" + name
 	hostFlag := filepath.Join(e.s.HostData(bot), ".stop-"+name)
+	hostRunning := filepath.Join(e.s.HostData(bot), ".running-"+name)
 	os.Remove(hostFlag)
-	script := pre + "\nn=0; while [ ! -e " + flag + " ] && [ $n -lt 1000000 ]; do " + body + "; n=$((n+1)); done\n" + post + "\necho rounds=$n"
+	os.Remove(hostRunning)
+	script := pre + "\n: > /data/.running-" + name +
+		"\nn=0; while [ ! -e " + flag + " ] && [ $n -lt 1000000 ]; do " + body + "; n=$((n+1)); done\n" + post + "\necho rounds=$n"
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	done := make(chan string, 1)
 	go func() {
@@ -385,7 +389,19 @@ func (e *escEnv) race(t *testing.T, bot, name, pre, body, post string) (stop fun
 		code, err := e.s.Runtime.Exec(ctx, bot, []string{"sh", "-c", script}, &stdout, &stderr)
 		done <- fmt.Sprintf("exit %d %v %s%s", code, err, strings.TrimSpace(stdout.String()), escTail(stderr.String(), 200))
 	}()
-	time.Sleep(100 * time.Millisecond)
+	// The loop runs once the bot made its marker; a script that ended
+	// before (pre failed) has its output kept for stop.
+	ended := ""
+	waitFor(t, time.Minute, "the race in "+bot+" runs", func() bool {
+		select {
+		case ended = <-done:
+			return true
+		default:
+		}
+		_, err := os.Lstat(hostRunning)
+		return err == nil
+	})
+	os.Remove(hostRunning)
 	stopped := false
 	stop = func() string {
 		if stopped {
@@ -393,6 +409,9 @@ func (e *escEnv) race(t *testing.T, bot, name, pre, body, post string) (stop fun
 		}
 		stopped = true
 		defer cancel()
+		if ended != "" {
+			return ended
+		}
 		if err := os.WriteFile(hostFlag, nil, 0o644); err != nil {
 			t.Errorf("stop the race: %v", err)
 		}

@@ -217,13 +217,11 @@ func escSkills(t *testing.T, e *escEnv) {
 	// The bot puts its skills back: the view shows them again.
 	e.sh(t, e.a, "rm /data/.skills && mv /data/.skills.real /data/.skills")
 	var got string
-	for deadline := time.Now().Add(3 * time.Second); ; {
+	waitFor(t, time.Minute, "skills/real/SKILL.md readable after .skills is back", func() bool {
 		b, err := os.ReadFile(filepath.Join(skills, "real", "SKILL.md"))
-		if got = fmt.Sprintf("%q %v", b, err); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		got = fmt.Sprintf("%q %v", b, err)
+		return err == nil
+	})
 	if got != `"real\n" <nil>` {
 		t.Errorf("skills/real/SKILL.md after .skills is back: %s", got)
 	}
