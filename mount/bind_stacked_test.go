@@ -22,20 +22,7 @@ func TestBindDetachStacked(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, err := unix.Open(src, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(s)
-	d, err := unix.Open(target, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(d)
-	b, err := BindAt(s, d, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := bindPaths(t, src, target, false)
 	if err := unix.Mount(other, target, "", unix.MS_BIND, ""); err != nil {
 		t.Fatal(err)
 	}

@@ -55,20 +55,7 @@ func TestUmountDetachSubmounts(t *testing.T) {
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s, err := unix.Open(src, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(s)
-	d, err := unix.Open(target, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(d)
-	b, err := BindAt(s, d, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := bindPaths(t, src, target, false)
 	defer b.Detach()
 
 	if n, err := DetachSubmounts(dir + "/"); n != 2 || err != nil {

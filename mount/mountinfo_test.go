@@ -37,20 +37,7 @@ func TestMountinfoSubmounts(t *testing.T) {
 	var binds []*Bind
 	bind := func(from, to string, ro bool) *Bind {
 		t.Helper()
-		s, err := unix.Open(from, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer unix.Close(s)
-		d, err := unix.Open(to, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer unix.Close(d)
-		b, err := BindAt(s, d, ro)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := bindPaths(t, from, to, ro)
 		binds = append(binds, b)
 		return b
 	}
