@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/memohfs/memohfs/control"
+	"github.com/memohfs/memohfs/internal/hostfs"
 	"github.com/memohfs/memohfs/mount"
 	"golang.org/x/sys/unix"
 )
@@ -387,7 +388,7 @@ func openOwnDir(dir string) (int, error) {
 		return -1, err
 	}
 	defer unix.Close(parent)
-	return openRel(parent, filepath.Base(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	return hostfs.OpenBeneath(parent, filepath.Base(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 }
 
 // openTarget opens k's target (/M/name/data, or a snapshot view's), the

@@ -7,15 +7,16 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/memohfs/memohfs/control"
+	"github.com/memohfs/memohfs/internal/vtree"
 )
 
-// botDir is /M/<bot>: mode 0700 for the bot's owner. Its entries are
-// fixed; data/ and skills/ are trees over the bot's data dir (the same
-// files: skills/ is data/.skills).
+// botDir is /M/<bot> (vtree.Bot) for the kernel. Its entries are
+// vtree's; data/ and skills/ are trees over the bot's data dir (the same
+// files: skills/ is data/.skills), served by dataNode.
 type botDir struct {
 	fs.Inode
 	r     *Root
+	v     *vtree.Bot
 	name  string
 	id    string
 	owner uint32
@@ -24,9 +25,9 @@ type botDir struct {
 	snaps        *snapshotsDir
 }
 
-func newBotDir(r *Root, st control.Status) *botDir {
-	b := &botDir{r: r, name: st.Name, id: st.ID, owner: st.Owner}
-	dataDir := r.c.DataDir(st.Name)
+func newBotDir(r *Root, v *vtree.Bot) *botDir {
+	b := &botDir{r: r, v: v, name: v.Name, id: v.ID, owner: v.Owner}
+	dataDir := r.c.DataDir(v.Name)
 	base := func(ctx context.Context) (string, error) {
 		// With binds the kernel serves data/ itself; the FUSE node below
 		// is the fallback of another mount namespace, served uncached.
@@ -50,29 +51,18 @@ func newBotDir(r *Root, st control.Status) *botDir {
 	return b
 }
 
-// attr: the bot's dirs are data, skills, snapshots and cmd; its times
-// are when it was made.
-func (b *botDir) attr(a *fuse.Attr) {
-	var made time.Time
-	if st, err := b.r.c.Status(b.name); err == nil {
-		made = st.Created
-	}
-	synthDir(a, 0o700, b.owner, 4, made)
-}
-
-// times says when the bot's files last changed (control.Times).
-func (b *botDir) times(ctx context.Context) control.Times {
-	t, _ := b.r.c.Times(ctx, b.name)
-	return t
+// attr is vtree's: the bot's dirs are data, skills, snapshots and cmd;
+// its times are when it was made.
+func (b *botDir) attr(ctx context.Context, a *fuse.Attr) syscall.Errno {
+	return nodeAttr(ctx, b.v, a)
 }
 
 var _ fs.NodeGetattrer = (*botDir)(nil)
 
 func (b *botDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if _, err := b.r.c.Status(b.name); err != nil {
-		return errnoOf(err)
+	if e := b.attr(ctx, &out.Attr); e != 0 {
+		return e
 	}
-	b.attr(&out.Attr)
 	out.SetTimeout(b.r.opts.AttrTimeout)
 	return 0
 }
@@ -105,31 +95,37 @@ func lookupStatic(ctx context.Context, dir *fs.Inode, name string, out *fuse.Ent
 
 var _ fs.NodeOnAdder = (*botDir)(nil)
 
+// OnAdd gives the bot dir vtree's entries: its files as they are, its
+// trees as dataNodes, its snapshots and cmd dirs with their FUSE caching.
 func (b *botDir) OnAdd(ctx context.Context) {
-	add := func(name string, node fs.InodeEmbedder, mode uint32) {
+	for _, name := range vtree.Entries {
+		n, err := b.v.Lookup(ctx, name)
+		if err != nil {
+			continue
+		}
+		var node fs.InodeEmbedder
+		mode := uint32(syscall.S_IFDIR)
+		switch v := n.(type) {
+		case vtree.File:
+			node, mode = &vfile{f: v}, syscall.S_IFREG
+		case *vtree.SnapshotsDir:
+			b.snaps = &snapshotsDir{b: b, v: v}
+			node = b.snaps
+		case *vtree.CmdDir:
+			node = &cmdDir{b: b, v: v}
+		case *vtree.Tree:
+			switch name {
+			case "data":
+				node = &dataNode{t: b.data, root: true, fd: -1}
+			case "skills":
+				node = &skillsRoot{dataNode{t: b.skills, root: true, fd: -1}}
+			}
+		}
+		if node == nil {
+			continue
+		}
 		b.AddChild(name, b.NewPersistentInode(ctx, node, fs.StableAttr{Mode: mode}), false)
 	}
-	c, name := b.r.c, b.name
-	add("ctl", &ctlFile{b: b}, syscall.S_IFREG)
-	add("status", &textFile{owner: b.owner, mtime: func(ctx context.Context) time.Time { return b.times(ctx).StateChanged }, render: func(context.Context) ([]byte, error) {
-		st, err := c.Status(name)
-		// How data/ is served here: the kernel (a bind) or FUSE.
-		return []byte(st.String() + "data-path " + b.r.dataPath(name) + "\n"), err
-	}}, syscall.S_IFREG)
-	add("err", &textFile{owner: b.owner, mtime: func(ctx context.Context) time.Time { return b.times(ctx).ErrChanged }, render: func(context.Context) ([]byte, error) {
-		msg, err := c.LastError(name)
-		if msg != "" {
-			msg += "\n"
-		}
-		return []byte(msg), err
-	}}, syscall.S_IFREG)
-	add("events", &eventsFile{b: b}, syscall.S_IFREG)
-	add("log", &logFile{b: b}, syscall.S_IFREG)
-	add("data", &dataNode{t: b.data, root: true, fd: -1}, syscall.S_IFDIR)
-	add("skills", &skillsRoot{dataNode{t: b.skills, root: true, fd: -1}}, syscall.S_IFDIR)
-	b.snaps = &snapshotsDir{b: b}
-	add("snapshots", b.snaps, syscall.S_IFDIR)
-	add("cmd", &cmdDir{b: b}, syscall.S_IFDIR)
 }
 
 // invalidate is told, by the watcher, that something changed in the data

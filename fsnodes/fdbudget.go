@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/memohfs/memohfs/internal/hostfs"
 
 	"golang.org/x/sys/unix"
 )
@@ -138,7 +139,7 @@ func (t *tree) evict(n *dataNode) bool {
 		return false
 	}
 	var x unix.Statx_t
-	if statx(n.fd, "", &x) != nil || x.Nlink == 0 {
+	if hostfs.Statx(n.fd, "", &x) != nil || x.Nlink == 0 {
 		return false
 	}
 	fh, _, err := unix.NameToHandleAt(n.fd, "", unix.AT_EMPTY_PATH)
@@ -179,7 +180,7 @@ func (t *tree) handlesWork(fh unix.FileHandle, id fs.StableAttr) (ok, sure bool)
 	}
 	defer unix.Close(fd)
 	var x unix.Statx_t
-	if statx(fd, "", &x) != nil || t.stable(&x) != id {
+	if hostfs.Statx(fd, "", &x) != nil || t.stable(&x) != id {
 		return false, true
 	}
 	t.handlesOK.Store(true)
@@ -205,7 +206,7 @@ func (n *dataNode) reopenHandle(ctx context.Context, fh *unix.FileHandle) syscal
 	}
 	// n.mu is taken outside withBaseDir (see dataNode.reopen).
 	var x unix.Statx_t
-	if statx(fd, "", &x) != nil || n.t.stable(&x) != n.id {
+	if hostfs.Statx(fd, "", &x) != nil || n.t.stable(&x) != n.id {
 		unix.Close(fd)
 		return syscall.ESTALE
 	}

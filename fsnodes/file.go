@@ -5,6 +5,7 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/memohfs/memohfs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,7 +46,7 @@ func (f *dataFile) Release(ctx context.Context) syscall.Errno {
 			// What it wrote is the kernel's own doing: the watcher must
 			// not drop caches for it.
 			var x unix.Statx_t
-			if statx(f.fd, "", &x) == nil {
+			if hostfs.Statx(f.fd, "", &x) == nil {
 				f.n.t.noteOwn(f.n.t.rel(f.n.EmbeddedInode()), &x)
 			}
 		}

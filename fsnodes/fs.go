@@ -2,7 +2,6 @@ package fsnodes
 
 import (
 	"context"
-	"hash/fnv"
 	"log/slog"
 	"os"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/memohfs/memohfs/control"
+	"github.com/memohfs/memohfs/internal/vtree"
 	"github.com/memohfs/memohfs/mount"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
@@ -53,59 +53,11 @@ type Options struct {
 	Metrics prometheus.Registerer
 }
 
-// nameMax is NAME_MAX. The kernel lets FUSE names run to 1,024 bytes;
-// longer than 255 is ENAMETOOLONG here as on every Linux filesystem,
-// before any rule of control's is asked.
-const nameMax = 255
+// errnoOf maps the tree's errors (control's kinds, errnos) to errno.
+func errnoOf(err error) syscall.Errno { return vtree.Errno(err) }
 
-// tooLong is ENAMETOOLONG for a name longer than nameMax, else 0.
-func tooLong(name string) syscall.Errno {
-	if len(name) > nameMax {
-		return syscall.ENAMETOOLONG
-	}
-	return 0
-}
-
-// errnoOf maps control's error kinds to errno.
-func errnoOf(err error) syscall.Errno {
-	if err == nil {
-		return 0
-	}
-	if e, ok := err.(syscall.Errno); ok {
-		return e
-	}
-	switch control.KindOf(err) {
-	case control.KindInvalid:
-		return syscall.EINVAL
-	case control.KindNotFound:
-		return syscall.ENOENT
-	case control.KindExists:
-		return syscall.EEXIST
-	case control.KindBusy:
-		return syscall.EBUSY
-	case control.KindPermission:
-		return syscall.EACCES
-	case control.KindInterrupted:
-		return syscall.EINTR
-	case control.KindAgain:
-		return syscall.EAGAIN
-	case control.KindBrokenPipe:
-		return syscall.EPIPE
-	}
-	return syscall.EIO
-}
-
-// stableIno gives a synthetic directory a stable inode number from its
-// identity, in [2^62, 2^63): below go-fuse's automatic numbers, above any
-// host inode number mixed as trees mix them.
-func stableIno(parts ...string) uint64 {
-	h := fnv.New64a()
-	for _, p := range parts {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-	}
-	return h.Sum64()&(1<<62-1) | 1<<62
-}
+// tooLong is ENAMETOOLONG for a name longer than NAME_MAX, else 0.
+func tooLong(name string) syscall.Errno { return errnoOf(vtree.TooLong(name)) }
 
 // Mounted is a served memohfs mount: go-fuse's server, the tree it
 // serves and its mount point, as one value. Unmount ends all three in

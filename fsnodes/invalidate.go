@@ -8,6 +8,7 @@ import (
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/memohfs/memohfs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,12 +54,12 @@ func (t *tree) invalidate(ch change) {
 	child := dir.GetChild(name)
 	var x unix.Statx_t
 	exists := t.withBaseDir(ctxBackground(), func(base int) syscall.Errno {
-		fd, err := openRel(base, t.rel(dir), unix.O_PATH|unix.O_DIRECTORY, 0)
+		fd, err := hostfs.OpenBeneath(base, t.rel(dir), unix.O_PATH|unix.O_DIRECTORY, 0)
 		if err != nil {
 			return gofs.ToErrno(err)
 		}
 		defer unix.Close(fd)
-		return gofs.ToErrno(statx(fd, name, &x))
+		return gofs.ToErrno(hostfs.Statx(fd, name, &x))
 	}) == 0
 	if exists && t.isOwn(full, &x) || !exists && t.isOwn(full, nil) {
 		return
@@ -98,7 +99,7 @@ func linked(ch *gofs.Inode) bool {
 	}
 	var x unix.Statx_t
 	return n.hostFd(ctxBackground(), func(fd int) syscall.Errno {
-		return gofs.ToErrno(statx(fd, "", &x))
+		return gofs.ToErrno(hostfs.Statx(fd, "", &x))
 	}) == 0 && x.Nlink > 0
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/memohfs/memohfs/internal/creds"
+	"github.com/memohfs/memohfs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -99,7 +100,7 @@ func (n *dataNode) reopen(ctx context.Context) syscall.Errno {
 	fd := -1
 	e := n.t.withBaseDir(ctx, func(base int) syscall.Errno {
 		var err error
-		if fd, err = openRel(base, n.t.rel(n.EmbeddedInode()), unix.O_PATH|unix.O_NOFOLLOW, 0); err != nil {
+		if fd, err = hostfs.OpenBeneath(base, n.t.rel(n.EmbeddedInode()), unix.O_PATH|unix.O_NOFOLLOW, 0); err != nil {
 			return syscall.ESTALE
 		}
 		return 0
@@ -110,7 +111,7 @@ func (n *dataNode) reopen(ctx context.Context) syscall.Errno {
 	// Taken outside withBaseDir: n.mu is never waited for under the
 	// tree's lock (an operation holds n.mu and may want the base).
 	var x unix.Statx_t
-	if statx(fd, "", &x) != nil || n.t.stable(&x) != n.StableAttr() {
+	if hostfs.Statx(fd, "", &x) != nil || n.t.stable(&x) != n.StableAttr() {
 		unix.Close(fd)
 		return syscall.ESTALE
 	}
@@ -140,7 +141,7 @@ func (n *dataNode) OnForget() {
 // and returns the node for what it found: the node the tree already has
 // for that file (it keeps its own fd), or a new one holding this fd.
 func (n *dataNode) lookupChild(ctx context.Context, dirfd int, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	fd, err := openRel(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0)
+	fd, err := hostfs.OpenBeneath(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, fs.ToErrno(err)
 	}
@@ -162,7 +163,7 @@ const (
 // made is how the entry came (origin).
 func (n *dataNode) childOf(ctx context.Context, fd int, name string, out *fuse.EntryOut, made origin) (*fs.Inode, syscall.Errno) {
 	var x unix.Statx_t
-	if err := statx(fd, "", &x); err != nil {
+	if err := hostfs.Statx(fd, "", &x); err != nil {
 		unix.Close(fd)
 		return nil, fs.ToErrno(err)
 	}
@@ -238,7 +239,7 @@ func (n *dataNode) changeIn(ctx context.Context, name string, fn func(dirfd int)
 // memohfs changed its entries.
 func (n *dataNode) noteOwnDir(rel string, dirfd int) {
 	var x unix.Statx_t
-	if statx(dirfd, "", &x) == nil {
+	if hostfs.Statx(dirfd, "", &x) == nil {
 		n.t.noteOwn(rel, &x)
 	}
 }

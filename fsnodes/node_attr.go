@@ -2,13 +2,12 @@ package fsnodes
 
 import (
 	"context"
-	"strconv"
 	"syscall"
-	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/memohfs/memohfs/internal/creds"
+	"github.com/memohfs/memohfs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,7 +24,7 @@ func (n *dataNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 	} else {
 		e = n.hostFd(ctx, func(fd int) syscall.Errno {
 			var x unix.Statx_t
-			if err := statx(fd, "", &x); err != nil {
+			if err := hostfs.Statx(fd, "", &x); err != nil {
 				return fs.ToErrno(err)
 			}
 			attrFromStatx(&out.Attr, &x)
@@ -63,7 +62,7 @@ func (n *dataNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 			return e
 		}
 		var x unix.Statx_t
-		if err := statx(fd, "", &x); err != nil {
+		if err := hostfs.Statx(fd, "", &x); err != nil {
 			return fs.ToErrno(err)
 		}
 		if killsPrivs(ctx, in) && x.Mode&unix.S_IFMT == unix.S_IFREG {
@@ -71,10 +70,10 @@ func (n *dataNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 			// killsPrivs): as root, on the fd, so also for a caller who
 			// could not chmod the file.
 			if m := dropPrivs(ctx, uint32(x.Mode), x.Gid); m != uint32(x.Mode)&0o7777 {
-				if err := fchmodat2(fd, "", m, unix.AT_EMPTY_PATH); err != nil {
+				if err := hostfs.Fchmodat2(fd, "", m, unix.AT_EMPTY_PATH); err != nil {
 					return fs.ToErrno(err)
 				}
-				if err := statx(fd, "", &x); err != nil {
+				if err := hostfs.Statx(fd, "", &x); err != nil {
 					return fs.ToErrno(err)
 				}
 			}
@@ -93,7 +92,7 @@ func (n *dataNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 func (n *dataNode) setattr(ctx context.Context, fd int, f fs.FileHandle, in *fuse.SetAttrIn) syscall.Errno {
 	if m, ok := in.GetMode(); ok {
 		if e := n.asCaller(ctx, makesNothing, 0, func() error {
-			return fchmodat2(fd, "", m&0o7777, unix.AT_EMPTY_PATH)
+			return hostfs.Fchmodat2(fd, "", m&0o7777, unix.AT_EMPTY_PATH)
 		}); e != 0 {
 			return e
 		}
@@ -139,7 +138,7 @@ func (n *dataNode) setattr(ctx context.Context, fd int, f fs.FileHandle, in *fus
 // writing through its fd, as the caller (who needs write permission).
 func (n *dataNode) truncate(ctx context.Context, fd int, size int64) syscall.Errno {
 	var x unix.Statx_t
-	if err := statx(fd, "", &x); err != nil {
+	if err := hostfs.Statx(fd, "", &x); err != nil {
 		return fs.ToErrno(err)
 	}
 	switch x.Mode & unix.S_IFMT {
@@ -150,35 +149,13 @@ func (n *dataNode) truncate(ctx context.Context, fd int, size int64) syscall.Err
 		return syscall.EINVAL // truncate(2) of a non-regular file
 	}
 	return n.asCaller(ctx, makesNothing, 0, func() error {
-		w, err := reopenFd(fd, unix.O_WRONLY)
+		w, err := hostfs.Reopen(fd, unix.O_WRONLY)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(w)
 		return unix.Ftruncate(w, size)
 	})
-}
-
-// reopenFd opens the file an O_PATH fd holds again, through its
-// /proc/self/fd link (which names the file itself, never a path to it).
-// Callers check first that it is a regular file or a directory, or ask
-// for O_PATH: a device or fifo is never opened.
-func reopenFd(fd, flags int) (int, error) {
-	return unix.Open("/proc/self/fd/"+strconv.Itoa(fd), flags|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-}
-
-const sysFchmodat2 = 452 // fchmodat2(2), Linux 6.6: honours AT_EMPTY_PATH and AT_SYMLINK_NOFOLLOW
-
-func fchmodat2(dirfd int, name string, mode uint32, flags int) error {
-	p, err := unix.BytePtrFromString(name)
-	if err != nil {
-		return err
-	}
-	_, _, e := unix.Syscall6(sysFchmodat2, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(mode), uintptr(flags), 0, 0)
-	if e != 0 {
-		return e
-	}
-	return nil
 }
 
 // setTimes turns the times of a SETATTR into utimensat's, keeping "now"

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/memohfs/memohfs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,7 +64,7 @@ func (n *dataNode) made(ctx context.Context, dirfd int, name string, typ uint32,
 		return nil, fs.ToErrno(err)
 	}
 	var x unix.Statx_t
-	if err := statx(fd, "", &x); err != nil {
+	if err := hostfs.Statx(fd, "", &x); err != nil {
 		unix.Close(fd)
 		return nil, fs.ToErrno(err)
 	}
@@ -167,7 +168,7 @@ func (n *dataNode) Link(ctx context.Context, target fs.InodeEmbedder, name strin
 			// The new name is the target's own node (one node, one fd,
 			// per file), with its attributes as they are now.
 			var x unix.Statx_t
-			if err := statx(tfd, "", &x); err != nil {
+			if err := hostfs.Statx(tfd, "", &x); err != nil {
 				return fs.ToErrno(err)
 			}
 			n.t.noteOwn(n.t.relOf(n.EmbeddedInode(), name), &x)
@@ -259,10 +260,10 @@ func (n *dataNode) Rename(ctx context.Context, name string, newParent fs.InodeEm
 			var x unix.Statx_t
 			if flags&unix.RENAME_EXCHANGE == 0 {
 				n.t.noteOwnGone(oldName)
-			} else if statx(olddir, name, &x) == nil {
+			} else if hostfs.Statx(olddir, name, &x) == nil {
 				n.t.noteOwn(oldName, &x)
 			}
-			if statx(newdir, newName, &x) == nil {
+			if hostfs.Statx(newdir, newName, &x) == nil {
 				n.t.noteOwn(newFull, &x)
 			}
 			return 0

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/memohfs/memohfs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,13 +27,13 @@ func (n *dataNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	var fh fs.FileHandle
 	errno := n.hostFd(ctx, func(pfd int) syscall.Errno {
-		if e := regularFile(pfd); e != 0 {
+		if e := hostfs.RegularFile(pfd); e != 0 {
 			return e
 		}
 		var fd int
 		e := n.asCaller(ctx, makesNothing, 0, func() error {
 			var err error
-			fd, err = reopenFd(pfd, int(flags)&openFlags)
+			fd, err = hostfs.Reopen(pfd, int(flags)&openFlags)
 			return err
 		})
 		if e != 0 {
@@ -42,27 +43,6 @@ func (n *dataNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		return 0
 	})
 	return fh, 0, errno
-}
-
-// regularFile answers 0 if the O_PATH fd holds a regular file, else the
-// errno an open of it gets here: a directory is EISDIR, a symlink ELOOP,
-// and a device, fifo or socket EACCES (never opened for real: an open
-// of a fifo would block this request or connect root to the bot's
-// reader).
-func regularFile(fd int) syscall.Errno {
-	var x unix.Statx_t
-	if err := statx(fd, "", &x); err != nil {
-		return fs.ToErrno(err)
-	}
-	switch x.Mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return 0
-	case unix.S_IFDIR:
-		return syscall.EISDIR
-	case unix.S_IFLNK:
-		return syscall.ELOOP
-	}
-	return syscall.EACCES
 }
 
 var _ fs.NodeCreater = (*dataNode)(nil)
@@ -96,7 +76,7 @@ func (n *dataNode) Create(ctx context.Context, name string, flags, mode uint32, 
 		if e != 0 {
 			return e
 		}
-		pfd, e := pathFd(fd)
+		pfd, e := hostfs.PathFd(fd)
 		if e != 0 {
 			return e
 		}
@@ -131,12 +111,12 @@ func (n *dataNode) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.En
 		if e != 0 {
 			return e
 		}
-		pfd, e := pathFd(fd)
+		pfd, e := hostfs.PathFd(fd)
 		if e != 0 {
 			return e
 		}
 		var x unix.Statx_t
-		if err := statx(pfd, "", &x); err != nil {
+		if err := hostfs.Statx(pfd, "", &x); err != nil {
 			unix.Close(fd)
 			unix.Close(pfd)
 			return fs.ToErrno(err)
@@ -147,15 +127,4 @@ func (n *dataNode) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.En
 		return 0
 	})
 	return ch, fh, 0, errno
-}
-
-// pathFd gives an O_PATH fd of the file just made and open as fd, for its
-// node; on failure it closes fd.
-func pathFd(fd int) (int, syscall.Errno) {
-	pfd, err := reopenFd(fd, unix.O_PATH)
-	if err != nil {
-		unix.Close(fd)
-		return -1, fs.ToErrno(err)
-	}
-	return pfd, 0
 }

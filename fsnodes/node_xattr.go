@@ -7,6 +7,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/memohfs/memohfs/control"
+	"github.com/memohfs/memohfs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,7 +80,7 @@ func (n *dataNode) changeXattr(ctx context.Context, change func(p string) error)
 			return e
 		}
 		var x unix.Statx_t
-		if statx(fd, "", &x) == nil {
+		if hostfs.Statx(fd, "", &x) == nil {
 			n.t.noteOwn(rel, &x)
 		}
 		return 0

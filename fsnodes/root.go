@@ -10,6 +10,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/memohfs/memohfs/control"
 	"github.com/memohfs/memohfs/internal/creds"
+	"github.com/memohfs/memohfs/internal/vtree"
 	"github.com/memohfs/memohfs/mount"
 )
 
@@ -17,6 +18,7 @@ import (
 type Root struct {
 	fs.Inode
 	c    *control.Controller
+	v    *vtree.Root // what the tree is; this face serves it to the kernel
 	opts Options
 
 	changes chan control.Change
@@ -62,6 +64,8 @@ func newRoot(c *control.Controller, o Options) *Root {
 	r := &Root{c: c, opts: o, changes: make(chan control.Change, 256), done: make(chan struct{}),
 		bots: map[string]*botDir{}, creds: creds.NewPool(credThreads)}
 	r.life, r.endLife = context.WithCancel(context.Background())
+	r.v = vtree.NewRoot(c, r.life)
+	r.v.DataPath = r.dataPath
 	r.times.touch()
 	r.bindsOn = o.DataBinds && mount.BindsUsable() == nil
 	r.watch = newWatcher(o.Logger)
@@ -195,29 +199,21 @@ func (r *Root) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 var _ fs.NodeLookuper = (*Root)(nil)
 
 func (r *Root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if e := tooLong(name); e != 0 {
-		return nil, e
-	}
-	st, err := r.c.Status(name)
+	v, err := r.v.Bot(name)
 	if err != nil {
 		noNegative(out)
 		return nil, errnoOf(err)
 	}
-	// Bots come and go through control only, which tells the kernel.
 	cacheEntry(out, r.opts.EntryTimeout, r.opts.AttrTimeout)
-	// The node the kernel still knows, as it is: NewInode on a node that
-	// is already in the tree would run its OnAdd again and replace its
-	// children (open views and all).
 	if ch := r.GetChild(name); ch != nil {
-		if b, ok := ch.Operations().(*botDir); ok && b.id == st.ID {
+		if b, ok := ch.Operations().(*botDir); ok && b.id == v.ID {
 			r.mu.Lock()
 			r.bots[name] = b
 			r.mu.Unlock()
-			b.attr(&out.Attr)
-			return ch, 0
+			return ch, b.attr(ctx, &out.Attr)
 		}
 	}
-	b := newBotDir(r, st)
+	b := newBotDir(r, v)
 	r.mu.Lock()
 	old := r.bots[name]
 	r.bots[name] = b
@@ -225,21 +221,27 @@ func (r *Root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if old != nil {
 		old.close() // forgotten by the kernel: its fds go with it
 	}
-	b.attr(&out.Attr)
-	return r.NewInode(ctx, b, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: stableIno("bot", st.ID)}), 0
+	if e := b.attr(ctx, &out.Attr); e != 0 {
+		return nil, e
+	}
+	return r.NewInode(ctx, b, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: vtree.StableIno("bot", v.ID)}), 0
 }
 
 var _ fs.NodeReaddirer = (*Root)(nil)
 
 func (r *Root) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	bots := r.c.Bots()
-	entries := make([]fuse.DirEntry, 0, len(bots))
-	for _, b := range bots {
-		st, err := r.c.Status(b.Name)
-		if err != nil {
-			continue
-		}
-		entries = append(entries, fuse.DirEntry{Name: b.Name, Mode: syscall.S_IFDIR, Ino: stableIno("bot", st.ID)})
+	return listOf(ctx, r.v)
+}
+
+// listOf lists a tree dir for the kernel.
+func listOf(ctx context.Context, d vtree.Dir) (fs.DirStream, syscall.Errno) {
+	list, err := d.List(vctx(ctx))
+	if err != nil {
+		return nil, errnoOf(err)
+	}
+	entries := make([]fuse.DirEntry, 0, len(list))
+	for _, e := range list {
+		entries = append(entries, fuse.DirEntry{Name: e.Name, Mode: e.Mode, Ino: e.Ino})
 	}
 	return fs.NewListDirStream(entries), 0
 }
@@ -247,14 +249,7 @@ func (r *Root) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 var _ fs.NodeMkdirer = (*Root)(nil)
 
 func (r *Root) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if e := tooLong(name); e != 0 {
-		return nil, e
-	}
-	uid := uint32(0)
-	if c, ok := fuse.FromContext(ctx); ok {
-		uid = c.Uid
-	}
-	if err := r.c.Create(ctx, name, uid); err != nil {
+	if err := r.v.Mkdir(vctx(ctx), name); err != nil {
 		return nil, errnoOf(err)
 	}
 	return r.Lookup(ctx, name, out)
@@ -274,8 +269,5 @@ func (r *Root) Rmdir(ctx context.Context, name string) syscall.Errno {
 	bs := r.bound.Load()
 	bs.hold(name)
 	defer bs.release(name)
-	if err := r.c.Delete(ctx, name); err != nil {
-		return errnoOf(err)
-	}
-	return 0
+	return errnoOf(r.v.Rmdir(vctx(ctx), name))
 }

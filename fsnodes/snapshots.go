@@ -3,10 +3,10 @@ package fsnodes
 import (
 	"context"
 	"syscall"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/memohfs/memohfs/internal/vtree"
 )
 
 // snapshotsDir is /M/<bot>/snapshots: one directory per snapshot; mkdir
@@ -14,68 +14,48 @@ import (
 type snapshotsDir struct {
 	fs.Inode
 	b *botDir
+	v *vtree.SnapshotsDir
 }
 
 var _ fs.NodeGetattrer = (*snapshotsDir)(nil)
 
 // Getattr: one subdir per snapshot; the times are the bot's creation.
 func (d *snapshotsDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	st, err := d.b.r.c.Status(d.b.name)
-	if err != nil {
-		return errnoOf(err)
-	}
-	synthDir(&out.Attr, 0o755, d.b.owner, st.Snapshots, st.Created)
 	out.SetTimeout(d.b.r.opts.AttrTimeout)
-	return 0
+	return nodeAttr(ctx, d.v, &out.Attr)
 }
-
-func (d *snapshotsDir) ino(name string) uint64 { return stableIno("snapshot", d.b.id, name) }
 
 var _ fs.NodeLookuper = (*snapshotsDir)(nil)
 
 func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if e := tooLong(name); e != 0 {
-		return nil, e
-	}
-	info, err := d.b.r.c.DescribeSnapshot(ctx, d.b.name, name)
+	v, err := d.v.Snapshot(vctx(ctx), name)
 	if err != nil {
 		noNegative(out)
 		return nil, errnoOf(err)
 	}
+	cacheEntry(out, d.b.r.opts.EntryTimeout, d.b.r.opts.AttrTimeout)
 	if ch := d.GetChild(name); ch != nil {
-		if s, ok := ch.Operations().(*snapDir); ok && s.version == info.Version {
-			s.attr(&out.Attr)
-			cacheEntry(out, d.b.r.opts.EntryTimeout, d.b.r.opts.AttrTimeout)
-			return ch, 0
+		if s, ok := ch.Operations().(*snapDir); ok && s.v.Version == v.Version {
+			return ch, nodeAttr(ctx, s.v, &out.Attr)
 		}
 	}
-	s := &snapDir{d: d, name: name, version: info.Version, created: info.Created}
-	s.attr(&out.Attr)
-	cacheEntry(out, d.b.r.opts.EntryTimeout, d.b.r.opts.AttrTimeout)
-	return d.NewInode(ctx, s, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: d.ino(name), Gen: uint64(info.Version)}), 0
+	s := &snapDir{d: d, v: v}
+	if e := nodeAttr(ctx, v, &out.Attr); e != 0 {
+		return nil, e
+	}
+	return d.NewInode(ctx, s, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: d.v.Ino(name), Gen: uint64(v.Version)}), 0
 }
 
 var _ fs.NodeReaddirer = (*snapshotsDir)(nil)
 
 func (d *snapshotsDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	list, err := d.b.r.c.Snapshots(ctx, d.b.name)
-	if err != nil {
-		return nil, errnoOf(err)
-	}
-	entries := make([]fuse.DirEntry, 0, len(list))
-	for _, s := range list {
-		entries = append(entries, fuse.DirEntry{Name: s.Name, Mode: syscall.S_IFDIR, Ino: d.ino(s.Name)})
-	}
-	return fs.NewListDirStream(entries), 0
+	return listOf(ctx, d.v)
 }
 
 var _ fs.NodeMkdirer = (*snapshotsDir)(nil)
 
 func (d *snapshotsDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if e := tooLong(name); e != 0 {
-		return nil, e
-	}
-	if err := d.b.r.c.TakeSnapshot(ctx, d.b.name, name); err != nil {
+	if err := d.v.Mkdir(vctx(ctx), name); err != nil {
 		return nil, errnoOf(err)
 	}
 	return d.Lookup(ctx, name, out)
@@ -86,7 +66,7 @@ var _ fs.NodeRmdirer = (*snapshotsDir)(nil)
 // Rmdir drops the snapshot; its views let go of it first (the
 // controller tells Root: SnapshotDropping).
 func (d *snapshotsDir) Rmdir(ctx context.Context, name string) syscall.Errno {
-	err := d.b.r.c.DropSnapshot(ctx, d.b.name, name)
+	err := d.v.Rmdir(vctx(ctx), name)
 	if err == nil {
 		// The views let go of their fds before the drop (SnapshotDropping),
 		// but a request on a view in between takes them again, and once
@@ -132,10 +112,8 @@ func (d *snapshotsDir) refresh() {
 //	... /memoh/b/snapshots/v1/rootfs ro,nosuid,nodev,nosymfollow - overlay ...
 type snapDir struct {
 	fs.Inode
-	d       *snapshotsDir
-	name    string
-	version int
-	created time.Time
+	d *snapshotsDir
+	v *vtree.SnapDir
 
 	rootfs, data *tree
 }
@@ -148,46 +126,47 @@ var _ fs.NodeLookuper = (*snapDir)(nil)
 func (s *snapDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ch, errno := lookupStatic(ctx, &s.Inode, name, out, s.d.b.r.opts.EntryTimeout)
 	if errno == 0 && (name == "data" || name == "rootfs") {
-		s.d.b.r.bound.Load().wantView(s.d.b.name, s.name, name)
+		s.d.b.r.bound.Load().wantView(s.d.b.name, s.v.Name, name)
 	}
 	return ch, errno
 }
 
-// attr: a snapshot's dirs are rootfs and data; its times are when it was
-// taken.
-func (s *snapDir) attr(a *fuse.Attr) {
-	synthDir(a, 0o555, s.d.b.owner, 2, s.created)
-}
-
 var _ fs.NodeGetattrer = (*snapDir)(nil)
 
+// Getattr is vtree's: a snapshot's dirs are rootfs and data; its times
+// are when it was taken.
 func (s *snapDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	s.attr(&out.Attr)
 	out.SetTimeout(s.d.b.r.opts.AttrTimeout)
-	return 0
+	return nodeAttr(ctx, s.v, &out.Attr)
 }
 
 var _ fs.NodeOnAdder = (*snapDir)(nil)
 
 func (s *snapDir) OnAdd(ctx context.Context) {
-	c, bot, name := s.d.b.r.c, s.d.b.name, s.name
 	pool := s.d.b.r.creds
-	s.rootfs = newTree(s.d.b.r.opts, pool, func(ctx context.Context) (string, error) { return c.SnapshotRootfs(ctx, bot, name) }, "", readOnly)
-	s.data = newTree(s.d.b.r.opts, pool, func(ctx context.Context) (string, error) { return c.SnapshotData(ctx, bot, name) }, "", readOnly)
-	add := func(n string, node fs.InodeEmbedder, mode uint32) {
-		s.AddChild(n, s.NewPersistentInode(ctx, node, fs.StableAttr{Mode: mode}), false)
+	for _, name := range vtree.SnapEntries {
+		n, err := s.v.Lookup(ctx, name)
+		if err != nil {
+			continue
+		}
+		var node fs.InodeEmbedder
+		mode := uint32(syscall.S_IFDIR)
+		switch v := n.(type) {
+		case vtree.File:
+			node, mode = &vfile{f: v}, syscall.S_IFREG
+		case *vtree.Tree:
+			t := newTree(s.d.b.r.opts, pool, v.Resolve, v.Prefix, access(v.ReadOnly))
+			if name == "rootfs" {
+				s.rootfs = t
+			} else {
+				s.data = t
+			}
+			node = &dataNode{t: t, root: true, fd: -1}
+		}
+		s.AddChild(name, s.NewPersistentInode(ctx, node, fs.StableAttr{Mode: mode}), false)
 	}
-	add("info", &textFile{owner: s.d.b.owner, mtime: func(context.Context) time.Time { return s.created }, render: func(ctx context.Context) ([]byte, error) {
-		info, err := c.DescribeSnapshot(ctx, bot, name)
-		return []byte(info.String()), err
-	}}, syscall.S_IFREG)
-	add("rootfs", &dataNode{t: s.rootfs, root: true, fd: -1}, syscall.S_IFDIR)
-	// The kernel serves a view itself once it is bound (read-only, at its
-	// first lookup); these nodes stay underneath, as data/'s does.
-	add("data", &dataNode{t: s.data, root: true, fd: -1}, syscall.S_IFDIR)
 }
 
-// release closes the views' fds, so the snapshot can be dropped.
 func (s *snapDir) release() {
 	if s.rootfs != nil {
 		s.rootfs.reset()

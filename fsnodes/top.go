@@ -6,6 +6,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/memohfs/memohfs/internal/vtree"
 )
 
 // topChild is the name of Root in the filesystem's own root: the mount
@@ -31,7 +32,7 @@ type top struct {
 var _ fs.NodeOnAdder = (*top)(nil)
 
 func (t *top) OnAdd(ctx context.Context) {
-	n := t.NewPersistentInode(ctx, t.root, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: stableIno("root")})
+	n := t.NewPersistentInode(ctx, t.root, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: vtree.StableIno("root")})
 	t.AddChild(topChild, n, false)
 }
 

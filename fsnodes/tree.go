@@ -2,7 +2,6 @@ package fsnodes
 
 import (
 	"context"
-	"errors"
 	"hash/fnv"
 	"path"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/memohfs/memohfs/internal/creds"
+	"github.com/memohfs/memohfs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -125,7 +125,7 @@ func (t *tree) withBase(ctx context.Context, fn func(base int) syscall.Errno) sy
 		return t.withBaseDir(ctx, fn)
 	}
 	return t.withBaseDir(ctx, func(base int) syscall.Errno {
-		fd, err := openRel(base, t.prefix, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		fd, err := hostfs.OpenBeneath(base, t.prefix, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 		if err != nil {
 			return fs.ToErrno(err)
 		}
@@ -283,27 +283,8 @@ func (t *tree) rel(n *fs.Inode) string {
 	return p
 }
 
-const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
-
 // noCache reports whether the kernel may not cache rel.
 func (t *tree) noCache(rel string) bool { return t.uncached != nil && t.uncached(rel) }
-
-// openRel opens rel beneath the directory open as dir (a tree's base, a
-// node's directory), refusing symlinks on the way.
-func openRel(dir int, rel string, flags int, mode uint32) (int, error) {
-	for {
-		fd, err := unix.Openat2(dir, rel, &unix.OpenHow{
-			Flags: uint64(flags | unix.O_CLOEXEC), Mode: uint64(mode), Resolve: resolveFlags,
-		})
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-			continue // a rename raced the lookup; resolve again
-		}
-		if errors.Is(err, unix.EXDEV) {
-			return -1, unix.ENOENT // escaping paths do not exist here
-		}
-		return fd, err
-	}
-}
 
 // stable gives the identity of a host file in this tree: its inode number
 // (mixed with the device when it differs from the base's, as in go-fuse's
@@ -318,18 +299,7 @@ func (t *tree) stable(x *unix.Statx_t) fs.StableAttr {
 	return fs.StableAttr{Mode: uint32(x.Mode) & unix.S_IFMT, Ino: (swapped ^ baseSwapped) ^ x.Ino, Gen: h.Sum64() | 1}
 }
 
-const statxMask = unix.STATX_BASIC_STATS | unix.STATX_BTIME
-
-// statx stats name in dirfd without following it ("" = dirfd itself).
-func statx(dirfd int, name string, x *unix.Statx_t) error {
-	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_SYNC_AS_STAT
-	if name == "" {
-		flags |= unix.AT_EMPTY_PATH
-	}
-	return unix.Statx(dirfd, name, flags, statxMask, x)
-}
-
-// attrFromStatx fills a FUSE attr from statx.
+// attrFromStatx fills a FUSE attr from Statx.
 func attrFromStatx(a *fuse.Attr, x *unix.Statx_t) {
 	a.Ino = x.Ino
 	a.Size = x.Size
