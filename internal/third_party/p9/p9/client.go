@@ -15,6 +15,7 @@
 package p9
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -236,6 +237,14 @@ func (c *Client) handleOne() {
 		return resp.r, nil
 	})
 
+	// memohfs: a reply to a tag nobody waits for (a server answering a
+	// flushed request after its Rflush) was read whole by recv, so the
+	// stream is still in step: drop it, as the log message says, instead
+	// of failing every pending request.
+	if errors.Is(err, ErrUnexpectedTag) {
+		return
+	}
+
 	if err != nil {
 		// No tag was extracted (probably a conn error).
 		//
@@ -255,6 +264,11 @@ func (c *Client) handleOne() {
 		resp := c.pending[t]
 		delete(c.pending, t)
 		c.pendingMu.Unlock()
+		if resp == nil {
+			// memohfs: forgotten meanwhile by sendRecvContext
+			// (only if the server broke 9P's order).
+			return
+		}
 		resp.r = r
 		resp.done <- err
 	}
@@ -310,6 +324,10 @@ func (c *Client) sendRecv(tm message, rm message) error {
 	err := send(c.log, c.conn, tag(t), tm)
 	c.sendMu.Unlock()
 	if err != nil {
+		// memohfs: left in pending, resp (back in responsePool,
+		// shared by all clients) would get the error of the next
+		// receive failure and hand it to another request.
+		c.forget(tag(t), resp)
 		return fmt.Errorf("send: %w", err)
 	}
 
@@ -330,6 +348,139 @@ func (c *Client) sendRecv(tm message, rm message) error {
 	//
 	// Per recv call above, we will only allow a type
 	// match (and give our r) or an instance of Rlerror.
+	return nil
+}
+
+// memohfs: forget removes resp, the response awaited for tag t, from pending
+// (nothing is sent on resp.done after that) and drains resp.done, returning
+// what it held.
+func (c *Client) forget(t tag, resp *response) (replied bool, err error) {
+	c.pendingMu.Lock()
+	if c.pending[t] == resp {
+		delete(c.pending, t)
+	}
+	c.pendingMu.Unlock()
+	select {
+	case err := <-resp.done:
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
+// memohfs: waitAndRecvOr is waitAndRecv, returning also (with other true)
+// when a value arrives on or.
+func (c *Client) waitAndRecvOr(done chan error, or <-chan error) (other bool, err error) {
+	for {
+		select {
+		case err := <-done:
+			return false, err
+		case err := <-or:
+			return true, err
+		case c.recvr <- true:
+			select {
+			case err := <-done:
+				<-c.recvr
+				return false, err
+			case err := <-or:
+				<-c.recvr
+				return true, err
+			default:
+				// Handle receiving one tag.
+				c.handleOne()
+
+				// Return the token.
+				<-c.recvr
+			}
+		}
+	}
+}
+
+// memohfs: sendRecvContext is sendRecv, except that when ctx is done before
+// the reply arrives, the request is flushed: a Tflush naming its tag is sent
+// (with a tag of its own) and, once the Rflush arrived, ctx.Err() is
+// returned. The request's tag goes back to the pool only after its reply or
+// the Rflush arrived, so it is never reused while the server may still
+// answer it.
+//
+// A reply that arrives before the Rflush is used: its result is returned,
+// except that an error reply is returned as ctx.Err() when ctx is done. If
+// the Tflush can not be sent, the reply is waited for as sendRecv does.
+//
+// Per 9P the server sends the flushed request's reply, if any, before the
+// Rflush; a server that does not could have its late reply decoded into rm.
+func (c *Client) sendRecvContext(ctx context.Context, tm message, rm message) error {
+	if ctx.Done() == nil {
+		return c.sendRecv(tm, rm)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	t, ok := c.tagPool.Get()
+	if !ok {
+		return ErrOutOfTags
+	}
+	defer c.tagPool.Put(t)
+
+	resp := responsePool.Get().(*response)
+	defer responsePool.Put(resp)
+	resp.r = rm
+	c.pendingMu.Lock()
+	c.pending[tag(t)] = resp
+	c.pendingMu.Unlock()
+
+	c.sendMu.Lock()
+	err := send(c.log, c.conn, tag(t), tm)
+	c.sendMu.Unlock()
+	if err != nil {
+		c.forget(tag(t), resp)
+		return fmt.Errorf("send: %w", err)
+	}
+
+	// The flusher sends the Tflush when ctx is done, and waits for its
+	// Rflush. It runs apart because whoever receives for this client may
+	// be blocked reading the connection until a message arrives.
+	flushed := make(chan error, 1)
+	stop := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case <-ctx.Done():
+			flushed <- c.sendRecv(&tflush{OldTag: tag(t)}, &rflush{})
+		case <-stop:
+		}
+	}()
+
+	isFlush, err := c.waitAndRecvOr(resp.done, flushed)
+	close(stop)
+	// If a Tflush was sent, its Rflush has to arrive before the tag
+	// is free (it comes right away if the server already answered).
+	<-exited
+	if isFlush {
+		if err != nil {
+			// No Tflush went out (or its answer was bad): wait
+			// for the reply.
+			err = c.waitAndRecv(resp.done)
+		} else {
+			// Rflush: the reply came before it or never will.
+			var replied bool
+			if replied, err = c.forget(tag(t), resp); !replied {
+				return ctx.Err()
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("wait: %w", err)
+	}
+
+	if rlerr, ok := resp.r.(*rlerror); ok {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		return linux.Errno(rlerr.Error)
+	}
 	return nil
 }
 

@@ -15,6 +15,7 @@
 package p9
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"runtime"
@@ -318,13 +319,33 @@ func (c *clientFile) ReadAt(p []byte, offset int64) (int, error) {
 	return chunk(c.client.payloadSize, c.readAt, p, offset)
 }
 
+// memohfs: the client's files implement ReaderAtContext and WriterAtContext.
+var (
+	_ ReaderAtContext = (*clientFile)(nil)
+	_ WriterAtContext = (*clientFile)(nil)
+)
+
+// memohfs: ReadAtContext is ReadAt, except that when ctx is done before a
+// Tread is answered, the Tread is flushed and ctx.Err() is returned (see
+// Client.sendRecvContext); the bytes read by earlier chunks are counted.
+func (c *clientFile) ReadAtContext(ctx context.Context, p []byte, offset int64) (int, error) {
+	return chunk(c.client.payloadSize, func(p []byte, offset int64) (int, error) {
+		return c.readAtContext(ctx, p, offset)
+	}, p, offset)
+}
+
 func (c *clientFile) readAt(p []byte, offset int64) (int, error) {
+	return c.readAtContext(context.Background(), p, offset) // memohfs
+}
+
+// memohfs: readAtContext is upstream's readAt, with ctx.
+func (c *clientFile) readAtContext(ctx context.Context, p []byte, offset int64) (int, error) {
 	if atomic.LoadUint32(&c.closed) != 0 {
 		return 0, linux.EBADF
 	}
 
 	rread := rread{Data: p}
-	if err := c.client.sendRecv(&tread{fid: c.fid, Offset: uint64(offset), Count: uint32(len(p))}, &rread); err != nil {
+	if err := c.client.sendRecvContext(ctx, &tread{fid: c.fid, Offset: uint64(offset), Count: uint32(len(p))}, &rread); err != nil {
 		return 0, err
 	}
 
@@ -349,13 +370,27 @@ func (c *clientFile) WriteAt(p []byte, offset int64) (int, error) {
 	return chunk(c.client.payloadSize, c.writeAt, p, offset)
 }
 
+// memohfs: WriteAtContext is WriteAt, except that when ctx is done before a
+// Twrite is answered, the Twrite is flushed and ctx.Err() is returned (see
+// Client.sendRecvContext). A flushed Twrite may or may not have been written.
+func (c *clientFile) WriteAtContext(ctx context.Context, p []byte, offset int64) (int, error) {
+	return chunk(c.client.payloadSize, func(p []byte, offset int64) (int, error) {
+		return c.writeAtContext(ctx, p, offset)
+	}, p, offset)
+}
+
 func (c *clientFile) writeAt(p []byte, offset int64) (int, error) {
+	return c.writeAtContext(context.Background(), p, offset) // memohfs
+}
+
+// memohfs: writeAtContext is upstream's writeAt, with ctx.
+func (c *clientFile) writeAtContext(ctx context.Context, p []byte, offset int64) (int, error) {
 	if atomic.LoadUint32(&c.closed) != 0 {
 		return 0, linux.EBADF
 	}
 
 	rwrite := rwrite{}
-	if err := c.client.sendRecv(&twrite{fid: c.fid, Offset: uint64(offset), Data: p}, &rwrite); err != nil {
+	if err := c.client.sendRecvContext(ctx, &twrite{fid: c.fid, Offset: uint64(offset), Data: p}, &rwrite); err != nil {
 		return 0, err
 	}
 

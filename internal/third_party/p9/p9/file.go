@@ -15,8 +15,44 @@
 package p9
 
 import (
+	"context"
+
 	"github.com/hugelgupf/p9/linux"
 )
+
+// memohfs: ReaderAtContext may be implemented by a File (server side) so that
+// its reads can be cancelled: the server calls ReadAtContext instead of
+// ReadAt, with a context that is cancelled when the client flushes the
+// request (Tflush) or the connection ends. What a cancelled read returns is
+// the File's business (linux.EINTR is a good answer); the server sends it
+// back as usual.
+//
+// The File returned by Client.Attach (and its Walk, Create) implements it
+// too: see clientFile.ReadAtContext.
+type ReaderAtContext interface {
+	ReadAtContext(ctx context.Context, p []byte, offset int64) (int, error)
+}
+
+// memohfs: WriterAtContext is ReaderAtContext for writes.
+type WriterAtContext interface {
+	WriteAtContext(ctx context.Context, p []byte, offset int64) (int, error)
+}
+
+// memohfs: readAt reads from f, with ctx if f implements ReaderAtContext.
+func readAt(ctx context.Context, f File, p []byte, offset int64) (int, error) {
+	if r, ok := f.(ReaderAtContext); ok && ctx != nil {
+		return r.ReadAtContext(ctx, p, offset)
+	}
+	return f.ReadAt(p, offset)
+}
+
+// memohfs: writeAt writes to f, with ctx if f implements WriterAtContext.
+func writeAt(ctx context.Context, f File, p []byte, offset int64) (int, error) {
+	if w, ok := f.(WriterAtContext); ok && ctx != nil {
+		return w.WriteAtContext(ctx, p, offset)
+	}
+	return f.WriteAt(p, offset)
+}
 
 // Attacher is provided by the server.
 type Attacher interface {

@@ -15,6 +15,7 @@
 package p9
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +43,19 @@ type handler interface {
 	// use newErr to automatically extract an error message.
 	handle(cs *connState) message
 }
+
+// memohfs: requestContexter is implemented by messages whose handler uses the
+// request's context (cancelled by a Tflush naming the request's tag or by the
+// connection's end). handleRequest sets it before handle and clears it after.
+type requestContexter interface {
+	setContext(ctx context.Context)
+}
+
+// memohfs: setContext implements requestContexter.
+func (t *tread) setContext(ctx context.Context) { t.ctx = ctx }
+
+// memohfs: setContext implements requestContexter.
+func (t *twrite) setContext(ctx context.Context) { t.ctx = ctx }
 
 // handle implements handler.handle.
 func (t *tversion) handle(cs *connState) message {
@@ -115,6 +129,7 @@ func (t *tversion) handle(cs *connState) message {
 
 // handle implements handler.handle.
 func (t *tflush) handle(cs *connState) message {
+	cs.CancelTag(t.OldTag) // memohfs: cancel the request's context, then wait as before.
 	cs.WaitTag(t.OldTag)
 	return &rflush{}
 }
@@ -727,7 +742,7 @@ func (t *tread) handle(cs *connState) message {
 				return linux.EPERM
 			}
 
-			n, err = ref.file.ReadAt(dataBuf[:t.Count], int64(t.Offset))
+			n, err = readAt(t.ctx, ref.file, dataBuf[:t.Count], int64(t.Offset)) // memohfs
 			return err
 
 		case xattrWalk:
@@ -791,7 +806,7 @@ func (t *twrite) handle(cs *connState) message {
 				return linux.EPERM
 			}
 
-			n, err = ref.file.WriteAt(t.Data, int64(t.Offset))
+			n, err = writeAt(t.ctx, ref.file, t.Data, int64(t.Offset)) // memohfs
 
 		case xattrCreate:
 			if uint64(len(ref.pendingXattr.buf)) != t.Offset {

@@ -15,6 +15,7 @@
 package p9
 
 import (
+	"context"
 	"fmt"
 	"math"
 )
@@ -971,6 +972,10 @@ type tread struct {
 
 	// Count indicates the number of bytes to read.
 	Count uint32
+
+	// memohfs: ctx is the request's context while it is handled (see
+	// requestContexter); not part of the wire message.
+	ctx context.Context
 }
 
 // decode implements encoder.decode.
@@ -1091,6 +1096,10 @@ type twrite struct {
 
 	// Data is the data to be written.
 	Data []byte
+
+	// memohfs: ctx is the request's context while it is handled (see
+	// requestContexter); not part of the wire message.
+	ctx context.Context
 }
 
 // decode implements encoder.decode.

@@ -92,6 +92,17 @@ type connState struct {
 	tagMu sync.Mutex
 	tags  map[tag]chan struct{}
 
+	// memohfs: cancels holds each active tag's request context cancel
+	// func (see StartTag, CancelTag); protected by tagMu.
+	cancels map[tag]context.CancelFunc
+
+	// memohfs: ctx is the parent of every request's context. cancel is
+	// called as soon as the connection ends (see handleRequest), so that
+	// handlers blocked on their context return and stop's wait for
+	// pendingWg ends.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	// messageSize is the maximum message size. The server does not
 	// do automatic splitting of messages.
 	messageSize   uint32
@@ -426,7 +437,9 @@ func (cs *connState) DeleteFID(fid fid) error {
 // StartTag starts handling the tag.
 //
 // False is returned if this tag is already active.
-func (cs *connState) StartTag(t tag) bool {
+//
+// memohfs: cancel cancels the request's context; CancelTag calls it.
+func (cs *connState) StartTag(t tag, cancel context.CancelFunc) bool {
 	cs.tagMu.Lock()
 	defer cs.tagMu.Unlock()
 	_, ok := cs.tags[t]
@@ -434,7 +447,19 @@ func (cs *connState) StartTag(t tag) bool {
 		return false
 	}
 	cs.tags[t] = make(chan struct{})
+	cs.cancels[t] = cancel // memohfs
 	return true
+}
+
+// memohfs: CancelTag cancels the context of the request with the given tag,
+// if it is active.
+func (cs *connState) CancelTag(t tag) {
+	cs.tagMu.Lock()
+	cancel, ok := cs.cancels[t]
+	cs.tagMu.Unlock()
+	if ok {
+		cancel()
+	}
 }
 
 // ClearTag finishes handling a tag.
@@ -447,6 +472,7 @@ func (cs *connState) ClearTag(t tag) {
 		panic("unused tag cleared")
 	}
 	delete(cs.tags, t)
+	delete(cs.cancels, t) // memohfs
 
 	// Notify.
 	close(ch)
@@ -498,6 +524,9 @@ func (cs *connState) handleRequest() bool {
 			// Connection problem; stop serving.
 			cs.server.log.Printf("p9.recv: %v", errSocket.error)
 		}
+		// memohfs: the connection is gone: cancel every request's
+		// context now, before anyone waits on pendingWg.
+		cs.cancel()
 		cs.recvShutdown = true
 		cs.recvMu.Unlock()
 		return false
@@ -505,7 +534,26 @@ func (cs *connState) handleRequest() bool {
 
 	// Ensure that another goroutine is available to receive from cs.t.
 	if atomic.LoadInt32(&cs.recvIdle) == 0 {
-		go cs.handleRequests() // S/R-SAFE: Irrelevant.
+		// memohfs: counted in pendingWg before it starts (this
+		// goroutine's count keeps it above zero), not by its own first
+		// Add, which could come while stop is in pendingWg.Wait (a
+		// WaitGroup misuse: "WaitGroup is reused before previous Wait
+		// has returned"). stop thus also waits for it to exit.
+		cs.pendingWg.Add(1)
+		go func() { // S/R-SAFE: Irrelevant.
+			defer cs.pendingWg.Done()
+			cs.handleRequests()
+		}()
+	}
+
+	// memohfs: start the tag, with its request context, before the next
+	// message can be received (still under recvMu), so that a Tflush
+	// naming this tag can not be handled before the tag is active.
+	ctx, cancel := context.WithCancel(cs.ctx)
+	defer cancel()
+	started := false
+	if err == nil || err == io.EOF {
+		started = cs.StartTag(tag, cancel)
 	}
 	cs.recvMu.Unlock()
 
@@ -523,22 +571,37 @@ func (cs *connState) handleRequest() bool {
 	}
 
 	// Try to start the tag.
-	if !cs.StartTag(tag) {
+	if !started { // memohfs: StartTag is called above.
 		cs.server.log.Printf("no valid tag [%05d]", tag)
 		// Nothing we can do at this point; client is bogus.
 		return true
 	}
 
 	// Handle the message.
+	//
+	// memohfs: messages whose handlers take a context get this request's.
+	// Cleared before m goes back to the pool.
+	rc, hasCtx := m.(requestContexter)
+	if hasCtx {
+		rc.setContext(ctx)
+	}
 	r := cs.handle(m)
+	if hasCtx {
+		rc.setContext(context.Background())
+	}
 
 	// Clear the tag before sending. That's because as soon as this
 	// hits the wire, the client can legally send another message
 	// with the same tag.
+	//
+	// memohfs: cleared under sendMu, so that a Tflush waiting for this
+	// tag (or finding it already cleared) sends its Rflush after this
+	// reply: 9P requires the flushed request's reply, if any, to come
+	// before the Rflush.
+	cs.sendMu.Lock()
 	cs.ClearTag(tag)
 
 	// Send back the result.
-	cs.sendMu.Lock()
 	err = send(cs.server.log, cs.r, tag, r)
 	cs.sendMu.Unlock()
 	if err != nil {
@@ -585,6 +648,9 @@ func (cs *connState) handleRequests() {
 }
 
 func (cs *connState) stop() {
+	// memohfs: cancel the requests still running (see handleRequest).
+	cs.cancel()
+
 	// Wait for completion of all inflight request goroutines.. If a
 	// request is stuck, something has the opportunity to kill us with
 	// SIGABRT to get a stack dump of the offending handler.
@@ -610,7 +676,10 @@ func (s *Server) Handle(t io.ReadCloser, r io.WriteCloser) error {
 		r:      r,
 		fids:   make(map[fid]*fidRef),
 		tags:   make(map[tag]chan struct{}),
+
+		cancels: make(map[tag]context.CancelFunc), // memohfs
 	}
+	cs.ctx, cs.cancel = context.WithCancel(context.Background()) // memohfs
 	defer cs.stop()
 
 	// Serve requests from t in the current goroutine; handleRequests()
