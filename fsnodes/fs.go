@@ -56,9 +56,6 @@ type Options struct {
 // errnoOf maps the tree's errors (control's kinds, errnos) to errno.
 func errnoOf(err error) syscall.Errno { return vtree.Errno(err) }
 
-// tooLong is ENAMETOOLONG for a name longer than NAME_MAX, else 0.
-func tooLong(name string) syscall.Errno { return errnoOf(vtree.TooLong(name)) }
-
 // Mounted is a served memohfs mount: go-fuse's server, the tree it
 // serves and its mount point, as one value. Unmount ends all three in
 // the order they need.

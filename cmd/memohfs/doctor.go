@@ -19,6 +19,7 @@ func doctorCommand() *cli.Command {
 			str("database-url", "", "Postgres to check (serve)"),
 			str("containerd-bin", "", "dir with containerd binaries (up)"),
 			boolf("serve", "also require the containerd and Postgres that `serve` connects to"),
+			str("9p-socket", "/run/memohfs/9p.sock", "the 9P socket (--9p unix:PATH) the mount hint names"),
 			altsrc.NewIntFlag(&cli.IntFlag{Name: "bots", Value: 10, EnvVars: env("bots"),
 				Usage: "how many bots this host serves at once (sizes the inotify checks)"}),
 		},
@@ -35,6 +36,7 @@ func doctorOptionsFrom(c *cli.Context) doctor.Options {
 		ContainerdBin:     c.String("containerd-bin"),
 		RequireServe:      c.Bool("serve"),
 		Bots:              c.Int("bots"),
+		NinePSocket:       c.String("9p-socket"),
 	}
 }
 

@@ -33,6 +33,12 @@ func dur(name string, value time.Duration, usage string) cli.Flag {
 	return altsrc.NewDurationFlag(&cli.DurationFlag{Name: name, Value: value, Usage: usage, EnvVars: env(name)})
 }
 
+// strs is a flag that may be given more than once (and, from the
+// environment, as a comma-separated list).
+func strs(name, usage string) cli.Flag {
+	return altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: name, Usage: usage, EnvVars: env(name)})
+}
+
 // boolOn is boolf for a flag that is on unless turned off (--name=false).
 func boolOn(name, usage string) cli.Flag {
 	return altsrc.NewBoolFlag(&cli.BoolFlag{Name: name, Usage: usage, EnvVars: env(name), Value: true})

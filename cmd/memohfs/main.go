@@ -32,6 +32,7 @@ func newApp() *cli.App {
 			doctorCommand(),
 			checkCommand(),
 			execCommand(),
+			dialCommand(),
 			versionCommand(),
 			imageCommand(),
 			completionCommand(),

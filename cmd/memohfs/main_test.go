@@ -18,7 +18,12 @@ import (
 	"github.com/memohfs/memohfs/mount"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m, testenv.Needs{Network: true}) }
+func TestMain(m *testing.M) {
+	if bot := os.Getenv(ninePChildEnv); bot != "" {
+		os.Exit(ninePChild(bot)) // `memohfs dial ... -- <this binary>` (ninep_test.go)
+	}
+	testenv.Main(m, testenv.Needs{Network: true})
+}
 
 var built struct {
 	once sync.Once

@@ -49,6 +49,11 @@ func commonFlags() []cli.Flag {
 			"walk through a link answers ELOOP; ls -l, readlink, rsync -a, cp -a and tar still see links as links)"),
 		str("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060"),
 		str("metrics", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off when empty)"),
+		strs("9p", "also serve the tree over 9P2000.L on unix:PATH (mode 0660, root's; `unix` alone: 9p.sock in\n"+
+			"memohfs's run dir) or tcp:HOST:PORT (needs --9p-token-file; loopback only unless --9p-allow-remote);\n"+
+			"may be given more than once"),
+		str("9p-token-file", "", "file holding the secret a 9P client over TCP sends first (mode 0600; its owner is who the client is)"),
+		boolf("9p-allow-remote", "let a 9P TCP listener bind an address other than loopback (9P is not encrypted: tunnel it)"),
 		dur("trash-keep", 30*24*time.Hour, "how long the trash (<data-root>/trash) keeps what deleted bots leave; older entries are\n"+
 			"removed, logged and counted (0: kept for ever)"),
 	}, logFlags()...)
@@ -90,6 +95,9 @@ func serveOptionsFrom(c *cli.Context) daemon.Options {
 		Pprof:          c.String("pprof"),
 		Metrics:        c.String("metrics"),
 		TrashKeep:      c.Duration("trash-keep"),
+		NineP:          c.StringSlice("9p"),
+		NinePTokenFile: c.String("9p-token-file"),
+		NinePRemote:    c.Bool("9p-allow-remote"),
 		Runtime: runtime.Config{
 			Address:      c.String("containerd-address"),
 			Namespace:    c.String("namespace"),

@@ -28,6 +28,14 @@ type Options struct {
 	Pprof   string // serve Go profiles (net/http/pprof) on this address; "": none
 	Metrics string // serve Prometheus metrics at http://<this address>/metrics; "": none
 
+	// NineP are the 9P2000.L listeners (internal/ninep): unix:PATH,
+	// tcp:HOST:PORT, or unix alone for NinePSocket in the run dir.
+	NineP          []string
+	NinePTokenFile string // the secret a TCP client sends first
+	NinePRemote    bool   // let a TCP listener bind a non-loopback address
+	// RunDir is where `unix` alone puts the 9P socket; "": DefaultRunDir.
+	RunDir string
+
 	// TrashKeep is how long the trash keeps an entry (control.Options);
 	// 0 keeps them for ever.
 	TrashKeep time.Duration

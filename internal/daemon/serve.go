@@ -92,6 +92,11 @@ func Serve(ctx context.Context, o Options, log *slog.Logger, reload func()) (err
 		log.Warn("cleared a stale mount (a memohfs before this one died); the kernel cannot mount beneath it, so the mount point was bare for a moment", "mount", o.Mount)
 	}
 	log.Info("serving", "mount", o.Mount, "bots", len(ctl.Bots()), "data_root", o.DataRoot)
+	np, err := serve9P(ctl, m, o, log)
+	if err != nil {
+		m.Unmount()
+		return err
+	}
 
 	// Reconcile on a context of its own: not cut short by anything
 	// start-up scoped, stopped only when serving stops.
@@ -107,6 +112,7 @@ func Serve(ctx context.Context, o Options, log *slog.Logger, reload func()) (err
 	mode, err := mount.Serve(ctx, m, o.Mount, mount.ServeOptions{
 		Stopping: m.Stop, Reload: reload, Logger: log, Signals: o.Signals,
 	})
+	np.Close() // its blocked readers answered, its connections ended
 	m.Stop()
 	stopReconcile()
 	<-reconciled

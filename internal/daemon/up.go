@@ -157,6 +157,7 @@ func (l Layout) Options(o Options) Options {
 	o.Runtime.StateDir = l.path("runtime")
 	o.Runtime.Network.ConfDir = l.path("cni", "net.d")
 	o.Runtime.Network.IPAMDir = l.path("cni", "ipam")
+	o.RunDir = l.Run
 	return o
 }
 

@@ -1,6 +1,6 @@
 // Package doctor checks what memohfs needs on this machine: /dev/fuse,
 // data/ binds, fusermount3, runc, the CNI plugins, cgroups, the inotify
-// limits, overlay, the binaries `up` runs, and the containerd and
+// limits, overlay, v9fs (for mounting --9p here), the binaries `up` runs, and the containerd and
 // Postgres `serve` connects to. Run makes each check and says, for each,
 // whether it passed, whether it is needed, what it found and how to fix
 // it; `memohfs doctor` prints that as a table. It changes nothing on the
@@ -35,6 +35,7 @@ type Options struct {
 	ContainerdBin     string   // where up would find containerd ("": next to memohfs, then PATH)
 	RequireServe      bool     // the containerd and Postgres serve connects to are needed, not only wanted
 	Bots              int      // how many bots this host serves at once (sizes the inotify checks; at least 1)
+	NinePSocket       string   // the 9P socket a mount would use, for the hint ("": serve's default)
 }
 
 // Check is one check's outcome: one line of doctor's table.
@@ -92,6 +93,7 @@ func Run(ctx context.Context, o Options) []Check {
 		add(ch)
 	}
 	add(overlay())
+	add(v9fs(o.NinePSocket))
 
 	// What `up` runs itself.
 	add(upContainerd(o.ContainerdBin))
@@ -148,6 +150,22 @@ func overlay() Check {
 		return Check{Name: "overlay", OK: true, Needed: true, Detail: "in /proc/filesystems"}
 	}
 	return Check{Name: "overlay", Needed: true, Detail: "overlay is not in /proc/filesystems", Fix: "modprobe overlay (or --snapshotter native)"}
+}
+
+// v9fs says whether this kernel can mount the tree over 9P (--9p) itself,
+// and how. memohfs serves 9P without it: a VM's or another machine's
+// kernel mounts, or a 9P client in Go or plan9port dials.
+func v9fs(sock string) Check {
+	if sock == "" {
+		sock = filepath.Join(daemon.DefaultRunDir, daemon.NinePSocket)
+	}
+	how := "mount -t 9p -o trans=unix,version=9p2000.L,access=client,cache=none " + sock + " /mnt/memoh"
+	fsys, _ := os.ReadFile("/proc/filesystems")
+	if strings.Contains(string(fsys), "\t9p\n") {
+		return Check{Name: "9p (v9fs)", OK: true, Detail: "in /proc/filesystems; with --9p unix: " + how}
+	}
+	return Check{Name: "9p (v9fs)", Detail: "this kernel has no v9fs (only needed to mount --9p here; clients elsewhere: " + how + ")",
+		Fix: "modprobe 9p 9pnet (CONFIG_9P_FS); or mount from a VM or another machine"}
 }
 
 // upContainerd checks for the containerd binaries up runs (in

@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -40,7 +41,7 @@ func TestDoctorRun(t *testing.T) {
 		}
 		return strings.Join(n, "|")
 	}
-	want := "/dev/fuse|data/ binds|fusermount3|runc|CNI plugins|cgroups|inotify watches|inotify instances|overlay|" +
+	want := "/dev/fuse|data/ binds|fusermount3|runc|CNI plugins|cgroups|inotify watches|inotify instances|overlay|9p (v9fs)|" +
 		"containerd (for up)|postgres (for up)|containerd " + sock + "|postgres"
 	row := func(cs []Check, name string) Check {
 		t.Helper()
@@ -55,6 +56,17 @@ func TestDoctorRun(t *testing.T) {
 	cs := Run(context.Background(), Options{CNIBinDirs: []string{"/nonexistent", "/nonexistent2"}, ContainerdAddress: sock, Bots: 1})
 	if got := names(cs); got != want {
 		t.Fatalf("rows %s\nwant %s", got, want)
+	}
+	// 9p: not needed (memohfs serves 9P without it); either way it says
+	// how to mount, with the socket given, and whether this kernel can.
+	fsys, err := os.ReadFile("/proc/filesystems")
+	if err != nil {
+		t.Fatal(err)
+	}
+	has9p := strings.Contains(string(fsys), "\t9p\n")
+	c9 := row(Run(context.Background(), Options{ContainerdAddress: sock, Bots: 1, NinePSocket: "/x/9p.sock"}), "9p (v9fs)")
+	if c9.Needed || c9.OK != has9p || !strings.Contains(c9.Detail, "mount -t 9p -o trans=unix,version=9p2000.L") || !strings.Contains(c9.Detail, "/x/9p.sock /mnt/memoh") {
+		t.Errorf("9p row (kernel has v9fs: %v): %+v", has9p, c9)
 	}
 	if c := row(cs, "CNI plugins"); c.Status() != "FAIL" || !strings.Contains(c.Detail, "in /nonexistent:/nonexistent2") {
 		t.Errorf("CNI plugins with no plugin dir: %+v", c)
