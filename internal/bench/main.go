@@ -4,9 +4,10 @@
 //
 //	go run ./internal/bench run [--runs 5] [--out results] [--quick]
 //
-// It starts a whole memohfs (`bin/memohfs up --allow-other`) on a state
-// dir of its own, mounts the anchor (fs.NewLoopbackRoot of a dir of its
-// own, with go-fuse's defaults plus allow_other) from a child process,
+// It starts a whole memohfs (`bin/memohfs up --allow-other`, also serving
+// 9P on a unix socket in the work dir) on a state dir of its own, mounts
+// the anchor (fs.NewLoopbackRoot of a dir of its own, with go-fuse's
+// defaults plus allow_other) from a child process,
 // runs every workload on the three targets in rotating order (native and
 // the anchor's source each in a dir outside every bot's data dir, so
 // memohfs's watcher sees nothing of their runs), and cleans up everything
@@ -40,8 +41,9 @@ func main() {
 	fs.StringVar(&o.Dir, "dir", "/var/tmp/memohfs-bench", "work dir (on the disk to measure)")
 	fs.StringVar(&o.Binary, "memohfs", "bin/memohfs", "the memohfs binary")
 	fs.BoolVar(&o.Quick, "quick", false, "smaller sizes and counts (a smoke run, not for the record)")
-	fs.IntVar(&o.Bots, "bots", 1000, "bots for the control-plane scale rows")
-	fs.StringVar(&o.Only, "only", "", "run only workloads whose name contains this (control: the control plane; stat-visible: its bot-side append rows alone)")
+	fs.IntVar(&o.Bots, "bots", 1000, "bots for the control-plane scale rows (and the 9P root listing)")
+	fs.StringVar(&o.Only, "only", "", "run only workloads whose name contains this (control: the control plane, 9P rows included; stat-visible: its bot-side append rows alone;\n"+
+		"9p: the 9P-against-FUSE rows alone, after making --bots bots for the root listing)")
 	fs.BoolVar(&o.Verbose, "v", false, "say more about each measure on stderr")
 	fs.Parse(os.Args[2:])
 	if err := run(o); err != nil {

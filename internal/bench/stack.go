@@ -32,6 +32,7 @@ type stack struct {
 	dir     string
 	state   string
 	mnt     string // memohfs mount (allow_other), on the default data/ path (binds)
+	sock    string // that memohfs's 9P socket (--9p unix:PATH), in the bench's dir
 	// The FUSE fallback (--data-binds=false): a second memohfs, for the
 	// data rows' FUSE column only.
 	fuseState, fuseMnt string
@@ -68,7 +69,7 @@ func startStack(o options) (*stack, error) {
 		return nil, fmt.Errorf("%s has mounts from an earlier run: %v (umount them)", dir, left)
 	}
 	os.RemoveAll(dir)
-	s := &stack{o: o, dir: dir, state: filepath.Join(dir, "state"), mnt: filepath.Join(dir, "mnt"),
+	s := &stack{o: o, dir: dir, state: filepath.Join(dir, "state"), mnt: filepath.Join(dir, "mnt"), sock: filepath.Join(dir, "9p.sock"),
 		fuseState: filepath.Join(dir, "state-fuse"), fuseMnt: filepath.Join(dir, "mnt-fuse"),
 		anchor: filepath.Join(dir, "anchor"), native: botData(filepath.Join(dir, "native"), benchBot),
 		loopSrc: filepath.Join(dir, "private", "loop"), userNative: botData(filepath.Join(dir, "native"), userBot),
@@ -82,7 +83,7 @@ func startStack(o options) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.up, s.upExited, err = startUp(o, s.state, s.mnt, logf, "mfsbench0", "10.216.0.0/22", "--data-binds=true"); err != nil {
+	if s.up, s.upExited, err = startUp(o, s.state, s.mnt, logf, "mfsbench0", "10.216.0.0/22", "--data-binds=true", "--9p", "unix:"+s.sock); err != nil {
 		s.stop()
 		return nil, err
 	}
