@@ -105,6 +105,21 @@ func (s *stack) procsIn(bot string) string {
 	return out
 }
 
+// countProcs counts the processes in ps (procsIn) whose whole command
+// line is args. Whole lines: a shell's own line names what it is yet to
+// start (`sh -c '...; echo up; sleep 3'` contains "sleep 3" from its
+// first instant), so a substring would see the command as far along
+// before it has got there.
+func countProcs(ps, args string) int {
+	n := 0
+	for _, l := range strings.Split(ps, "\n") {
+		if strings.TrimSpace(l) == args {
+			n++
+		}
+	}
+	return n
+}
+
 // Every way a connection ends ends the whole tree it started: the kill
 // verb, the last fd closing, killonclose with data still open.
 func TestCmdTreeKill(t *testing.T) {
@@ -112,10 +127,12 @@ func TestCmdTreeKill(t *testing.T) {
 	tree := func(tag string) string {
 		return fmt.Sprintf("exec sh -c 'sleep %s1 & (sleep %s2 &); echo up; sleep %s3'", tag, tag, tag)
 	}
+	// running: the three sleeps themselves run. sleep N3 starts after
+	// echo up, so "up" has been written by then.
 	running := func(tag string) func() bool {
 		return func() bool {
 			ps := s.procsIn("b")
-			return strings.Contains(ps, "sleep "+tag+"1") && strings.Contains(ps, "sleep "+tag+"2") && strings.Contains(ps, "sleep "+tag+"3")
+			return countProcs(ps, "sleep "+tag+"1") == 1 && countProcs(ps, "sleep "+tag+"2") == 1 && countProcs(ps, "sleep "+tag+"3") == 1
 		}
 	}
 	gone := func(tag string) bool { return !strings.Contains(s.procsIn("b"), "sleep "+tag) }
@@ -160,7 +177,8 @@ func TestCmdTreeKill(t *testing.T) {
 		c.mustSay(t, tree("703"))
 		data := c.open(t, "data", os.O_RDONLY)
 		defer data.Close()
-		eventually(t, time.Minute, "the tree runs", running("703"))
+		// Not read before the kill: "up" must still be there after it.
+		eventually(t, time.Minute, "the tree runs, up written", running("703"))
 		c.ctl.Close()
 		eventually(t, time.Minute, "nothing of it left", func() bool { return gone("703") })
 		b, err := io.ReadAll(data) // the output ends with it
@@ -345,7 +363,7 @@ func TestCmdBotStops(t *testing.T) {
 			rs = append(rs, r)
 		}
 		eventually(t, time.Minute, "every command runs", func() bool {
-			return strings.Count(s.procsIn("b"), "sleep 1001") == n
+			return countProcs(s.procsIn("b"), "sleep 1001") == n // after each one's echo up
 		})
 		s.MustCtl("b", "stop")
 		for i, r := range rs {
