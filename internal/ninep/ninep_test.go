@@ -380,3 +380,51 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestWaitingReadBlocksNothing9P: while a read of events waits, a rename
+// in data/ on the same connection (which takes the library's rename lock,
+// one per connection: a kernel mount is one connection for all its
+// users) and walks after it go on: the read waits outside that lock.
+func TestWaitingReadBlocksNothing9P(t *testing.T) {
+	n := newNP(t, ninep.Options{})
+	a := n.dial(t, 0, p9.NoUID)
+	must(t, a.mkdir("/", "b1"))
+	writeNew(t, a, "b1/data", "old", "x")
+	f, err := a.walk("b1/events")
+	must(t, err)
+	_, _, err = f.Open(p9.ReadOnly)
+	must(t, err)
+	buf := make([]byte, 64<<10)
+	nr, err := f.ReadAt(buf, 0)
+	must(t, err)
+	go f.ReadAt(buf, int64(nr))
+	eventually(t, waitLong, "the read waits", func() bool { return n.srv.Reading() == 1 })
+
+	d, err := a.walk("b1/data")
+	must(t, err)
+	done := make(chan error, 1)
+	go func() {
+		err := d.RenameAt("old", d, "new")
+		if err == nil {
+			_, err = a.read("b1/status")
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		must(t, err)
+	case <-withTimeout(t).Done():
+		// Every request of this connection now waits on the server:
+		// end the server first, so no clean-up call waits on it too.
+		n.srv.Close()
+		t.Fatal("a rename and a walk waited for a read of events")
+	}
+	if n.srv.Reading() != 1 {
+		t.Fatalf("the read stopped waiting (%d reading)", n.srv.Reading())
+	}
+	if _, err := os.Stat(filepath.Join(n.HostData("b1"), "new")); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	f.Close()
+}

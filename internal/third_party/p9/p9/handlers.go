@@ -729,6 +729,7 @@ func (t *tread) handle(cs *connState) message {
 	data := cs.readBufPool.Get().(*[]byte)
 	// Retain a reference to the full length of the buffer.
 	dataBuf := (*data)
+	fileRead := false // memohfs
 	if err := ref.safelyRead(func() (err error) {
 		switch ref.pendingXattr.op {
 		case xattrNone:
@@ -742,8 +743,13 @@ func (t *tread) handle(cs *connState) message {
 				return linux.EPERM
 			}
 
-			n, err = readAt(t.ctx, ref.file, dataBuf[:t.Count], int64(t.Offset)) // memohfs
-			return err
+			// memohfs: the read runs after the path lock is let go
+			// (below): a read that waits (tail -f) must not hold the
+			// server-wide renameMu, or a rename on any connection, and
+			// every walk after it, would wait for the read. The fid's
+			// reference keeps the File open meanwhile.
+			fileRead = true
+			return nil
 
 		case xattrWalk:
 			// Make sure we do not pass an empty buffer to GetXattr or ListXattrs.
@@ -773,6 +779,14 @@ func (t *tread) handle(cs *connState) message {
 	}); err != nil && !errors.Is(err, io.EOF) {
 		return newErr(err)
 	}
+	if fileRead { // memohfs: outside the path lock (above)
+		var err error
+		n, err = readAt(t.ctx, ref.file, dataBuf[:t.Count], int64(t.Offset))
+		if err != nil && !errors.Is(err, io.EOF) {
+			cs.readBufPool.Put(data)
+			return newErr(err)
+		}
+	}
 
 	return &rreadServerPayloader{
 		rread: rread{
@@ -793,6 +807,7 @@ func (t *twrite) handle(cs *connState) message {
 	defer ref.DecRef()
 
 	var n int
+	fileWrite := false // memohfs
 	if err := ref.safelyRead(func() (err error) {
 		switch ref.pendingXattr.op {
 		case xattrNone:
@@ -806,7 +821,8 @@ func (t *twrite) handle(cs *connState) message {
 				return linux.EPERM
 			}
 
-			n, err = writeAt(t.ctx, ref.file, t.Data, int64(t.Offset)) // memohfs
+			fileWrite = true // memohfs: written outside the path lock (below), as tread reads
+			return nil
 
 		case xattrCreate:
 			if uint64(len(ref.pendingXattr.buf)) != t.Offset {
@@ -824,6 +840,12 @@ func (t *twrite) handle(cs *connState) message {
 		return err
 	}); err != nil {
 		return newErr(err)
+	}
+	if fileWrite { // memohfs
+		var err error
+		if n, err = writeAt(t.ctx, ref.file, t.Data, int64(t.Offset)); err != nil {
+			return newErr(err)
+		}
 	}
 
 	return &rwrite{Count: uint32(n)}
