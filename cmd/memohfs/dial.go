@@ -14,7 +14,7 @@ import (
 // mounts a TCP listener, whose token v9fs cannot send itself.
 //
 //	$ memohfs dial --token-file ~/.memohfs-token tcp:127.0.0.1:5640 -- \
-//	    mount -t 9p -o trans=fd,rfdno=3,wfdno=3,version=9p2000.L,access=client memohfs /mnt/memoh
+//	    mount -t 9p -o trans=fd,rfdno=3,wfdno=3,version=9p2000.L,access=client,nosymfollow memohfs /mnt/memoh
 func dialCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "dial",

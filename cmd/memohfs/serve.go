@@ -49,7 +49,7 @@ func commonFlags() []cli.Flag {
 			"walk through a link answers ELOOP; ls -l, readlink, rsync -a, cp -a and tar still see links as links)"),
 		str("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060"),
 		str("metrics", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off when empty)"),
-		strs("9p", "also serve the tree over 9P2000.L on unix:PATH (mode 0660, root's; `unix` alone: 9p.sock in\n"+
+		strs("9p", "also serve the tree over 9P2000.L at `ADDR`: unix:PATH (mode 0660, root's; unix alone: 9p.sock in\n"+
 			"memohfs's run dir) or tcp:HOST:PORT (needs --9p-token-file; loopback only unless --9p-allow-remote);\n"+
 			"may be given more than once"),
 		str("9p-token-file", "", "file holding the secret a 9P client over TCP sends first (mode 0600; its owner is who the client is)"),

@@ -159,7 +159,7 @@ func v9fs(sock string) Check {
 	if sock == "" {
 		sock = filepath.Join(daemon.DefaultRunDir, daemon.NinePSocket)
 	}
-	how := "mount -t 9p -o trans=unix,version=9p2000.L,access=client,cache=none " + sock + " /mnt/memoh"
+	how := "mount -t 9p -o trans=unix,version=9p2000.L,access=client,cache=none,nosymfollow " + sock + " /mnt/memoh"
 	fsys, _ := os.ReadFile("/proc/filesystems")
 	if strings.Contains(string(fsys), "\t9p\n") {
 		return Check{Name: "9p (v9fs)", OK: true, Detail: "in /proc/filesystems; with --9p unix: " + how}

@@ -3,7 +3,7 @@
 // containers without /dev/fuse, other machines and Plan 9 tools.
 //
 //	$ memohfs up --9p unix:/run/memohfs/9p.sock
-//	$ mount -t 9p -o trans=unix,version=9p2000.L,access=client,cache=none \
+//	$ mount -t 9p -o trans=unix,version=9p2000.L,access=client,cache=none,nosymfollow \
 //	      /run/memohfs/9p.sock /mnt/memoh
 //	$ echo start > /mnt/memoh/b1/ctl
 //
@@ -12,7 +12,7 @@
 // never what the client claims in Tattach; on TCP the owner of the token
 // file, once the client has sent the token (auth.go). Synthetic nodes are
 // checked against that identity as the kernel checks a FUSE mount's modes
-// (perm.go); data/ calls run with it through internal/creds, so the host
+// (conn.go); data/ calls run with it through internal/creds, so the host
 // kernel decides as for a local process (host.go).
 //
 // Blocking reads (events, cmd streams, wait) get the request's context

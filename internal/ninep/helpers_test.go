@@ -192,6 +192,36 @@ func (c *client) rmdir(dir, name string) error {
 	return f.UnlinkAt(name, unix.AT_REMOVEDIR)
 }
 
+// renameAt renames oldDir/oldName to newDir/newName (Trenameat).
+func (c *client) renameAt(oldDir, oldName, newDir, newName string) error {
+	od, err := c.walk(oldDir)
+	if err != nil {
+		return err
+	}
+	defer od.Close()
+	nd, err := c.walk(newDir)
+	if err != nil {
+		return err
+	}
+	defer nd.Close()
+	return od.RenameAt(oldName, nd, newName)
+}
+
+// link gives target the name dir/name too (Tlink).
+func (c *client) link(target, dir, name string) error {
+	tf, err := c.walk(target)
+	if err != nil {
+		return err
+	}
+	defer tf.Close()
+	d, err := c.walk(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Link(tf, name)
+}
+
 // list names what dir holds.
 func (c *client) list(dir string) ([]string, error) {
 	f, err := c.walk(dir)

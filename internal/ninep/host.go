@@ -27,6 +27,10 @@ type host struct {
 	t    *vtree.Tree
 	fd   int // O_PATH|O_NOFOLLOW
 	path string
+	// root names the tree (its base dir and prefix): renames and links
+	// stay inside one tree, as on the FUSE face (EXDEV between bots, or
+	// between data/ and skills/).
+	root string
 
 	mu    sync.Mutex
 	io    int // the file opened for I/O; -1 until Open
@@ -62,11 +66,11 @@ func openTree(k *conn, t *vtree.Tree, path string) (*host, error) {
 			return nil, err
 		}
 	}
-	return &host{k: k, t: t, fd: fd, path: path, io: -1}, nil
+	return &host{k: k, t: t, fd: fd, path: path, root: dir + "\x00" + t.Prefix, io: -1}, nil
 }
 
 func (f *host) child(fd int, name string) *host {
-	return &host{k: f.k, t: f.t, fd: fd, path: f.path + "/" + name, io: -1}
+	return &host{k: f.k, t: f.t, fd: fd, path: f.path + "/" + name, root: f.root, io: -1}
 }
 
 func (f *host) attr() (vtree.Attr, error) {
@@ -93,7 +97,7 @@ func (f *host) Walk(names []string) ([]p9.QID, p9.File, error) {
 		if err != nil {
 			return nil, nil, errOf(err)
 		}
-		nf := &host{k: f.k, t: f.t, fd: fd, path: f.path, io: -1}
+		nf := &host{k: f.k, t: f.t, fd: fd, path: f.path, root: f.root, io: -1}
 		return nil, nf, nil
 	}
 	var cur p9.File = f
@@ -410,7 +414,7 @@ func (f *host) Link(target p9.File, name string) error {
 		return err
 	}
 	t, ok := target.(*host)
-	if !ok {
+	if !ok || t.root != f.root {
 		return linux.EXDEV
 	}
 	return errOf(f.k.asCaller(func() error {
@@ -423,7 +427,7 @@ func (f *host) RenameAt(oldName string, newDir p9.File, newName string) error {
 		return err
 	}
 	nd, ok := newDir.(*host)
-	if !ok {
+	if !ok || nd.root != f.root {
 		return linux.EXDEV
 	}
 	return errOf(f.k.asCaller(func() error { return unix.Renameat(f.fd, oldName, nd.fd, newName) }))

@@ -128,8 +128,13 @@ func TestErrors9P(t *testing.T) {
 		{"a name too long", func() error { return c.mkdir("/", strings.Repeat("a", 256)) }, func() error { return os.Mkdir(n.Path(strings.Repeat("a", 256)), 0o755) }, syscall.ENAMETOOLONG, ""},
 		{"writing status", func() error { return c.write("b1/status", "x") }, func() error { return fuseWrite("b1/status", "x") }, syscall.EACCES, ""},
 		{"writing under a snapshot", func() error { return c.mkdir("b1/snapshots/s1/data", "x") }, func() error { return os.Mkdir(n.Path("b1/snapshots/s1/data/x"), 0o755) }, syscall.EROFS, ""},
+		{"a rename to another bot", func() error { return c.renameAt("b1/data", "f", "b2/data", "f") }, func() error { return os.Rename(n.Path("b1/data/f"), n.Path("b2/data/f")) }, syscall.EXDEV, ""},
+		{"a rename into skills/", func() error { return c.renameAt("b1/data", "f", "b1/skills", "f") }, func() error { return os.Rename(n.Path("b1/data/f"), n.Path("b1/skills/f")) }, syscall.EXDEV, ""},
+		{"a link to another bot", func() error { return c.link("b1/data/f", "b2/data", "f") }, func() error { return os.Link(n.Path("b1/data/f"), n.Path("b2/data/f")) }, syscall.EXDEV, ""},
 	}
 	must(t, c.mkdir("b1/snapshots", "s1"))
+	must(t, c.mkdir("/", "b2"))
+	writeNew(t, c, "b1/data", "f", "x")
 	for _, tc := range cases {
 		err := tc.over9p()
 		got, onFUSE := errnoOf(err), errnoOf(tc.fuse())
