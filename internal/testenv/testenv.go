@@ -98,6 +98,10 @@ func fuzzing() bool {
 }
 
 func run(m *testing.M, needs Needs) (code int) {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	watchdog()
 	env, envErr = setup(needs)
 	if envErr != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", envErr)

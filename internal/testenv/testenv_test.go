@@ -1,13 +1,17 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +23,10 @@ import (
 func TestMain(m *testing.M) {
 	if os.Getenv("TESTENV_ORPHAN") == "1" {
 		orphanMain()
+		return
+	}
+	if os.Getenv("TESTENV_STUCK") == "1" {
+		stuckMain()
 		return
 	}
 	Main(m, Needs{Containerd: true, Postgres: true})
@@ -200,5 +208,52 @@ func TestIPForwardTwoRunsEnding(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(Root, "ip_forward.orig")); !os.IsNotExist(err) {
 		t.Fatalf("ip_forward.orig left: %v", err)
+	}
+}
+
+// TestWatchdog: a test binary that hangs ends before its -timeout,
+// printing last the hung code's own frames (what CI's tail keeps).
+func TestWatchdog(t *testing.T) {
+	// Without the watchdog nothing would end the child (it never
+	// reaches m.Run, which arms Go's own timeout): kill it late.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.timeout", "12s")
+	cmd.Env = append(os.Environ(), "TESTENV_STUCK=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("the stuck binary ended with %v, want exit 1:\n%s", err, out)
+	}
+	if bytes.Contains(out, []byte("panic: test timed out")) {
+		t.Fatalf("Go's timeout came first:\n%s", out)
+	}
+	i := bytes.Index(out, []byte("testenv: STUCK"))
+	if i < 0 || !bytes.Contains(out[i:], []byte("stuckHere(")) {
+		t.Fatalf("the report does not name the stuck frames:\n%s", out)
+	}
+}
+
+// stuckMain is a test binary that hangs in test code, for TestWatchdog.
+func stuckMain() {
+	flag.Parse()
+	watchdog()
+	stuckHere()
+}
+
+func stuckHere() { select {} }
+
+// TestTestStacks: the report keeps a goroutine with a frame in a test
+// file, and drops the others and the watchdog's own.
+func TestTestStacks(t *testing.T) {
+	dump := strings.Join([]string{
+		"goroutine 1 [chan receive]:\nmain.main()\n\t/x/_testmain.go:10 +0x1",
+		"goroutine 7 [select]:\npkg.TestHang(0x1)\n\t/x/pkg/a_test.go:42 +0x2",
+		"goroutine 9 [chan receive, locked to thread]:\npkg/creds.(*Pool).worker(0x1)\n\t/x/creds/creds.go:177 +0xc5",
+		"goroutine 11 [running]:\ntestenv.stacks()\n\t/x/testenv/watchdog.go:60\ntestenv.stuck()\n\t/x/testenv/watchdog.go:40\ncreated by time.goFunc\n\t/x/a_test.go:1",
+	}, "\n\n")
+	got := string(testStacks([]byte(dump)))
+	if got != "goroutine 7 [select]:\npkg.TestHang(0x1)\n\t/x/pkg/a_test.go:42 +0x2" {
+		t.Fatalf("kept %q", got)
 	}
 }
