@@ -71,3 +71,18 @@ func typeOf(mode uint32) p9.QIDType {
 	}
 	return p9.FileMode(mode).QIDType()
 }
+
+// walkGetAttr is Twalkgetattr for any fid: a walk, then the new fid's
+// attributes (the fid is let go if they cannot be had).
+func walkGetAttr(f p9.File, names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.Attr, error) {
+	qids, nf, err := f.Walk(names)
+	if err != nil {
+		return nil, nil, p9.AttrMask{}, p9.Attr{}, err
+	}
+	_, mask, a, err := nf.GetAttr(p9.AttrMaskAll)
+	if err != nil {
+		nf.Close()
+		return nil, nil, p9.AttrMask{}, p9.Attr{}, err
+	}
+	return qids, nf, mask, a, nil
+}

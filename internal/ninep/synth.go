@@ -115,16 +115,7 @@ func (f *synth) walkOne(name string) (p9.File, p9.QID, error) {
 }
 
 func (f *synth) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.Attr, error) {
-	qids, nf, err := f.Walk(names)
-	if err != nil {
-		return nil, nil, p9.AttrMask{}, p9.Attr{}, err
-	}
-	_, mask, a, err := nf.GetAttr(p9.AttrMaskAll)
-	if err != nil {
-		nf.Close()
-		return nil, nil, p9.AttrMask{}, p9.Attr{}, err
-	}
-	return qids, nf, mask, a, nil
+	return walkGetAttr(f, names)
 }
 
 func (f *synth) GetAttr(req p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
