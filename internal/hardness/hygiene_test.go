@@ -1,11 +1,13 @@
 package hardness
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -22,6 +24,24 @@ import (
 	"github.com/memohfs/memohfs/internal/teststack"
 	"golang.org/x/sys/unix"
 )
+
+// waitBounded waits for c to end, for at most d: then it kills c and
+// says so, with what /proc said of c's signals just before. A test must
+// fail, not hang.
+func waitBounded(c *exec.Cmd, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Process.Pid))
+		sigs := regexp.MustCompile(`(?m)^(SigPnd|SigBlk|SigIgn):.*$`).FindAll(st, -1)
+		c.Process.Kill()
+		<-done
+		return fmt.Errorf("%s lives on after %v (%s)", c.Path, d, bytes.Join(sigs, []byte(", ")))
+	}
+}
 
 // census is what the test process (the daemon: fsnodes serves in
 // process) holds at one moment.
@@ -526,6 +546,13 @@ func TestHygiene(t *testing.T) {
 			}
 		}, nil},
 		{"events (blocking readers interrupted: cat killed by SIGINT, 4 at once)", n / 4, func(int) error {
+			// A test started in the background by a shell without job
+			// control (a CI runner, `make test &`) has SIGINT ignored,
+			// and so would its cats: ^C would not reach them. While
+			// Go handles SIGINT, a child starts with the default.
+			sigint := make(chan os.Signal, 1)
+			signal.Notify(sigint, syscall.SIGINT)
+			defer signal.Stop(sigint)
 			var cmds []*exec.Cmd
 			defer func() {
 				for _, c := range cmds {
@@ -568,8 +595,11 @@ func TestHygiene(t *testing.T) {
 				c.Process.Signal(syscall.SIGINT)
 			}
 			for _, c := range cmds {
-				if err := c.Wait(); err == nil {
+				var exit *exec.ExitError
+				if err := waitBounded(c, time.Minute); err == nil {
 					return errors.New("cat events ended by itself")
+				} else if !errors.As(err, &exit) {
+					return fmt.Errorf("SIGINT: %w", err)
 				}
 			}
 			cmds = nil
