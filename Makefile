@@ -70,7 +70,7 @@ run: deps build
 	@echo "  mkdir $(MOUNT)/demo && echo start > $(MOUNT)/demo/ctl && cat $(MOUNT)/demo/status"
 	./bin/memohfs up --mount $(MOUNT) --state-dir $(STATE_DIR)
 
-## bench: data/ vs native ext4 and go-fuse's loopback, cmd/, the control plane (BENCH_ARGS=--quick: a smoke run)
+## bench: data/ vs native ext4 and go-fuse's loopback, cmd/, the control plane, 9P vs FUSE (BENCH_ARGS=--quick: a smoke run; "--only 9p": the 9P rows)
 BENCH_ARGS ?=
 bench: deps build
 	$(GO) run ./internal/bench run $(BENCH_ARGS)
