@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -147,7 +148,12 @@ func TestExec(t *testing.T) {
 			return strings.Contains(ps, "sleep 1001") && strings.Contains(ps, "sleep 1002") && strings.Contains(ps, "sleep 1003")
 		})
 		cmd.Process.Signal(syscall.SIGTERM)
-		err = waitBounded(t, cmd, 2*time.Minute)
+		// One that does not end (what the command left running holds
+		// its output open) fails here.
+		err = testenv.WaitBounded(cmd, 2*time.Minute)
+		if errors.Is(err, testenv.ErrLivesOn) {
+			t.Fatalf("memohfs exec after its signal: %v: processes of the command still hold its output", err)
+		}
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+15 {
 			t.Errorf("memohfs exec after SIGTERM: %v, want exit 143", err)
 		}
@@ -184,23 +190,6 @@ func TestExec(t *testing.T) {
 		}
 	})
 	d.stop()
-}
-
-// waitBounded waits for a memohfs exec to end: one that does not (what
-// the command left running holds its output open) fails the test.
-func waitBounded(t *testing.T, cmd *exec.Cmd, d time.Duration) error {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(d):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("memohfs exec did not end %s after its signal: processes of the command still hold its output", d)
-		return nil
-	}
 }
 
 // readEvents reads a bot's events so far.

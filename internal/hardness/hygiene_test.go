@@ -1,7 +1,6 @@
 package hardness
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -24,24 +23,6 @@ import (
 	"github.com/memohfs/memohfs/internal/teststack"
 	"golang.org/x/sys/unix"
 )
-
-// waitBounded waits for c to end, for at most d: then it kills c and
-// says so, with what /proc said of c's signals just before. A test must
-// fail, not hang.
-func waitBounded(c *exec.Cmd, d time.Duration) error {
-	done := make(chan error, 1)
-	go func() { done <- c.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(d):
-		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Process.Pid))
-		sigs := regexp.MustCompile(`(?m)^(SigPnd|SigBlk|SigIgn):.*$`).FindAll(st, -1)
-		c.Process.Kill()
-		<-done
-		return fmt.Errorf("%s lives on after %v (%s)", c.Path, d, bytes.Join(sigs, []byte(", ")))
-	}
-}
 
 // census is what the test process (the daemon: fsnodes serves in
 // process) holds at one moment.
@@ -596,7 +577,7 @@ func TestHygiene(t *testing.T) {
 			}
 			for _, c := range cmds {
 				var exit *exec.ExitError
-				if err := waitBounded(c, time.Minute); err == nil {
+				if err := testenv.WaitBounded(c, time.Minute); err == nil {
 					return errors.New("cat events ended by itself")
 				} else if !errors.As(err, &exit) {
 					return fmt.Errorf("SIGINT: %w", err)

@@ -1,9 +1,13 @@
 package testenv
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +23,27 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("%s: not within %s", what, d)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// ErrLivesOn is what WaitBounded returns for a process that did not end.
+var ErrLivesOn = errors.New("lives on")
+
+// WaitBounded waits for c to end, for at most d: then it kills c and
+// returns ErrLivesOn, with what /proc said of c's signals just before
+// (an ignored SIGINT shows there). A test must fail, not hang.
+func WaitBounded(c *exec.Cmd, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Process.Pid))
+		sigs := regexp.MustCompile(`(?m)^(SigPnd|SigBlk|SigIgn):.*$`).FindAll(st, -1)
+		c.Process.Kill()
+		<-done
+		return fmt.Errorf("%s %w after %v (%s)", c.Path, ErrLivesOn, d, bytes.Join(sigs, []byte(", ")))
 	}
 }
 
