@@ -112,13 +112,7 @@ func TestVanish9P(t *testing.T) {
 		must(t, err)
 		_, f, err := root.Walk([]string{"b1", "events"})
 		must(t, err)
-		_, _, err = f.Open(p9.ReadOnly)
-		must(t, err)
-		buf := make([]byte, 64<<10)
-		nr, err := f.ReadAt(buf, 0)
-		must(t, err)
-		go f.ReadAt(buf, int64(nr)) // waits for the next event
-		eventually(t, waitLong, "the read waits in the server", func() bool { return n.srv.Reading() == 1 })
+		n.waitInEvents(t, f)
 		hits++
 		nc.Close() // the client vanishes; its library notices on its own
 		eventually(t, waitLong, "the server let go of the connection", func() bool {

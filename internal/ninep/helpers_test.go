@@ -271,3 +271,16 @@ func withTimeout(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// waitInEvents opens f (a bot's events), reads its history, and leaves a
+// read of what comes next waiting in the server.
+func (n *np) waitInEvents(t *testing.T, f p9.File) {
+	t.Helper()
+	_, _, err := f.Open(p9.ReadOnly)
+	must(t, err)
+	buf := make([]byte, 64<<10)
+	nr, err := f.ReadAt(buf, 0)
+	must(t, err)
+	go f.ReadAt(buf, int64(nr))
+	eventually(t, waitLong, "the read waits in the server", func() bool { return n.srv.Reading() == 1 })
+}
